@@ -1,0 +1,225 @@
+"""Compile the matching semantics (`semantics.py`) to KQL for Microsoft Sentinel and Defender XDR.
+
+A query has the same shape for every variant: `let` statements with the IOC lists (inline
+`dynamic([...])` or read from a Sentinel watchlist) and small helper functions, the table filtered on
+its time column, then per matched column i a value `_v<i>` and a match `_m<i>` (the matched IOC or
+""), and finally the standard output columns MatchedField, MatchedValue, MatchedIoc, MatchType.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from foxhunt.catalog import Table
+from foxhunt.matching import semantics
+from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, Variant
+from foxhunt.model import Ioc, IocType
+
+HOST_NAME_FN = (
+    "let host_name = (value:string) { let h = tolower(value); "
+    'iff(h endswith ".", substring(h, 0, strlen(h) - 1), h) };'
+)
+ENDPOINT_FN = (
+    "let endpoint = (ip:string, port:int) { "
+    'strcat(iff(indexof(ip, ":") >= 0, strcat("[", tolower(ip), "]"), ip), ":", port) };'
+)
+LIST_NAMES = {
+    "endpoints": "ioc_endpoints",
+    "ips": "ioc_ips",
+    "domains": "ioc_domains",
+    "urls": "ioc_urls",
+    "url_paths": "ioc_url_paths",
+    IocType.MD5: "ioc_md5",
+    IocType.SHA1: "ioc_sha1",
+    IocType.SHA256: "ioc_sha256",
+}
+
+
+def kql_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def kql_regex(pattern: str) -> str:
+    """A verbatim KQL string literal (@"..."), doubling any double quote."""
+    return '@"' + pattern.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class ListSource:
+    """Where a query reads its IOC lists: inline, or Sentinel watchlists (rows keyed by `Kind`)."""
+
+    watchlists: tuple[str, ...] = ()
+
+    def let(self, name: str, values: Sequence[str]) -> str:
+        if not self.watchlists:
+            return f"let {name} = dynamic([{', '.join(kql_string(v) for v in values)}]);"
+        sources = ", ".join(f"_GetWatchlist({kql_string(alias)})" for alias in self.watchlists)
+        rows = sources if len(self.watchlists) == 1 else f"union {sources}"
+        return f'let {name} = toscalar({rows} | where Kind == "{name}" | summarize make_set(SearchKey));'
+
+
+INLINE = ListSource()
+
+
+@dataclass(slots=True)
+class _Query:
+    """The pieces of one query as it is put together."""
+
+    lets: list[str] = field(default_factory=list)
+    fields: list[tuple[str, str, str]] = field(default_factory=list)  # (label, value expr, match expr)
+    extra: dict[str, list[str]] = field(default_factory=dict)  # output column -> per-field expr
+
+
+def ioc_lists(variant: Variant, iocs: Sequence[Ioc]) -> dict[str, list[str]]:
+    """The named value lists a variant's query compares against (also the watchlist rows)."""
+    if variant in (IP_PORT, IP_ONLY):
+        lists = {"ioc_endpoints": sorted({i.value for i in iocs})}
+        if variant is IP_ONLY:
+            lists["ioc_ips"] = sorted({semantics.ip_of(i) for i in iocs})
+        return lists
+    if variant is DOMAIN:
+        return {"ioc_domains": sorted(semantics.DomainSet.of(iocs).names)}
+    if variant is URL:
+        urls = semantics.UrlSet.of(iocs)
+        return {"ioc_urls": sorted(urls.with_query), "ioc_url_paths": sorted(urls.without_query)}
+    return {
+        LIST_NAMES[t]: sorted({i.value for i in iocs if i.ioc_type is t})
+        for t in HASH.ioc_types
+        if any(i.ioc_type is t for i in iocs)
+    }
+
+
+def _domain_fn(domains: semantics.DomainSet) -> str:
+    branches = []
+    for count in domains.label_counts:
+        suffix = f"extract({kql_regex(semantics.suffix_pattern(count))}, 1, host)"
+        branches.append(f"{suffix} in (ioc_domains), {suffix}")
+    return f'let domain_ioc = (host:string) {{ case({", ".join(branches)}, "") }};'
+
+
+def _url_fn() -> str:
+    r = kql_regex(semantics.URL_PATTERN)
+    return (
+        "let default_port = (scheme:string) { "
+        'case(scheme == "http", "80", scheme == "https", "443", scheme == "ftp", "21", "") };\n'
+        "let url_ioc = (value:string) {\n"
+        f"    let scheme = tolower(extract({r}, 1, value));\n"
+        f"    let host = host_name(extract({r}, 2, value));\n"
+        f"    let port = extract({r}, 3, value);\n"
+        f"    let raw_path = extract({r}, 4, value);\n"
+        '    let path = iff(isempty(raw_path), "/", raw_path);\n'
+        f"    let query = extract({r}, 5, value);\n"
+        '    let s1 = iff(isempty(scheme), "http", scheme);\n'
+        '    let s2 = iff(isempty(scheme), "https", scheme);\n'
+        '    let b1 = strcat(s1, "://", host, iff(isempty(port) or port == default_port(s1), "", '
+        'strcat(":", port)), path);\n'
+        '    let b2 = strcat(s2, "://", host, iff(isempty(port) or port == default_port(s2), "", '
+        'strcat(":", port)), path);\n'
+        "    case(b1 in (ioc_url_paths), b1,\n"
+        "         isnotempty(query) and strcat(b1, query) in (ioc_urls), strcat(b1, query),\n"
+        "         b2 in (ioc_url_paths), b2,\n"
+        '         isnotempty(query) and strcat(b2, query) in (ioc_urls), strcat(b2, query), "")\n'
+        "};"
+    )
+
+
+def _host_expr(column: str, form: str) -> str:
+    if form == "url":
+        return f"host_name(extract({kql_regex(semantics.URL_PATTERN)}, 2, {column}))"
+    return f"host_name({column})"
+
+
+def _build(table: Table, variant: Variant, iocs: Sequence[Ioc], source: ListSource) -> _Query:
+    query = _Query()
+    lists = ioc_lists(variant, iocs)
+    query.lets.extend(source.let(name, values) for name, values in lists.items())
+    if variant in (IP_PORT, IP_ONLY):
+        query.lets.append(ENDPOINT_FN)
+        query.extra["MatchedIp"] = []
+        for pair in table.endpoints:
+            value = f"endpoint({pair.ip}, {pair.port})"
+            if variant is IP_PORT:
+                match = "iff(_v{i} in (ioc_endpoints), _v{i}, \"\")"
+            else:
+                match = f'iff(tolower({pair.ip}) in (ioc_ips) and not(_v{{i}} in (ioc_endpoints)), tolower({pair.ip}), "")'
+            query.fields.append((f"{pair.ip}:{pair.port}", value, match))
+            query.extra["MatchedIp"].append(pair.ip)
+    elif variant is DOMAIN:
+        query.lets += [HOST_NAME_FN, _domain_fn(semantics.DomainSet.of(iocs))]
+        for host in table.hosts:
+            query.fields.append((host.column, _host_expr(host.column, host.form), "domain_ioc(_v{i})"))
+    elif variant is URL:
+        query.lets += [HOST_NAME_FN, _url_fn()]
+        for column in table.urls:
+            query.fields.append((column, f"tostring({column})", "url_ioc(_v{i})"))
+    else:
+        for column in table.hashes:
+            names = [LIST_NAMES[t] for t in column.algorithms if LIST_NAMES[t] in lists]
+            if names:
+                test = " or ".join(f"_v{{i}} in ({name})" for name in names)
+                query.fields.append((column.column, f"tolower({column.column})", f'iff({test}, _v{{i}}, "")'))
+    return query
+
+
+def _first_nonempty(exprs: Sequence[str]) -> str:
+    """case() over the per-field match columns, choosing the expression of the first field that hit."""
+    if len(exprs) == 1:
+        return exprs[0]
+    branches = ", ".join(f"isnotempty(_m{i}), {expr}" for i, expr in enumerate(exprs[:-1], 1))
+    return f"case({branches}, {exprs[-1]})"
+
+
+MATCH_TYPE = {
+    IP_PORT.name: f'"{semantics.EXACT}"',
+    IP_ONLY.name: f'"{semantics.IP_ONLY}"',
+    DOMAIN.name: f'iff(MatchedValue == MatchedIoc, "{semantics.EXACT}", "{semantics.SUBDOMAIN}")',
+    URL.name: f'"{semantics.EXACT}"',
+    HASH.name: f'"{semantics.EXACT}"',
+}
+
+
+def compile_query(
+    table: Table,
+    variant: Variant,
+    iocs: Sequence[Ioc],
+    *,
+    platform: str = "sentinel",
+    lookback: str = "14d",
+    header: Sequence[str] = (),
+    exclusions: Sequence[str] = (),
+    source: ListSource = INLINE,
+    order: bool = True,
+) -> str:
+    """The KQL text of one hunting query (`header` lines become `//` comments)."""
+    query = _build(table, variant, iocs, source)
+    if not query.fields:
+        raise ValueError(f"{table.name} has no column for {variant.name} IOCs")
+    time = table.time_column(platform)
+    lines = [f"// {line}" for line in header]
+    lines += [f"let lookback = {lookback};", *query.lets, table.name, f"| where {time} > ago(lookback)"]
+    lines += [f"| where not({expr})" for expr in exclusions]
+    n = len(query.fields)
+    lines.append("| extend " + ", ".join(f"_v{i} = {value}" for i, (_, value, _) in enumerate(query.fields, 1)))
+    lines.append(
+        "| extend " + ", ".join(f"_m{i} = {match.format(i=i)}" for i, (_, _, match) in enumerate(query.fields, 1))
+    )
+    lines.append("| where " + " or ".join(f"isnotempty(_m{i})" for i in range(1, n + 1)))
+    labels = [kql_string(label) for label, _, _ in query.fields]
+    outputs = {
+        "MatchedField": _first_nonempty(labels),
+        "MatchedValue": _first_nonempty([f"_v{i}" for i in range(1, n + 1)]),
+        "MatchedIoc": _first_nonempty([f"_m{i}" for i in range(1, n + 1)]),
+    }
+    outputs |= {name: _first_nonempty([f"tostring({e})" for e in exprs]) for name, exprs in query.extra.items()}
+    lines.append("| extend " + ", ".join(f"{name} = {expr}" for name, expr in outputs.items()))
+    lines.append(f"| extend MatchType = {MATCH_TYPE[variant.name]}")
+    if variant is HASH:
+        lines.append('| extend HashAlgorithm = case(strlen(MatchedIoc) == 64, "SHA256", strlen(MatchedIoc) == 40, "SHA1", "MD5")')
+    extra_out = list(query.extra) + (["HashAlgorithm"] if variant is HASH else [])
+    columns = [time, *table.project, "MatchedField", "MatchedValue", "MatchedIoc", "MatchType", *extra_out]
+    lines.append("| project " + ", ".join(dict.fromkeys(columns)))
+    if order:
+        lines.append(f"| order by {time} desc")
+    return "\n".join(lines) + "\n"
