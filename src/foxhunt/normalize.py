@@ -86,7 +86,7 @@ def normalize_ip_port(value: str) -> str:
     return format_ip_port(*split_ip_port(value))
 
 
-def normalize_domain(value: str) -> str:
+def normalize_domain(value: str, min_labels: int = 2) -> str:
     """Lower-case A-label form, one trailing dot removed; rejects IPs, single labels and junk."""
     name = refang(value).lower()
     if name.endswith("."):
@@ -105,7 +105,7 @@ def normalize_domain(value: str) -> str:
         except idna.IDNAError as exc:
             raise InvalidIoc(f"not a valid internationalised domain name: {value!r} ({exc})") from None
     labels = name.split(".")
-    if len(labels) < 2:
+    if len(labels) < min_labels:
         raise InvalidIoc(f"a domain needs at least two labels: {value!r}")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise InvalidIoc(f"not a valid host name: {value!r}")
@@ -125,13 +125,13 @@ def domain_unicode_form(name: str) -> str | None:
 
 
 def normalize_host(host: str) -> str:
-    """A URL host: an IP (IPv6 kept in brackets) or a domain."""
+    """A URL host: an IP (IPv6 kept in brackets) or a host name (a single label is allowed)."""
     if host.startswith("[") and host.endswith("]"):
         return f"[{normalize_ip(host[1:-1])}]"
     try:
         return ipaddress.ip_address(host).compressed
     except ValueError:
-        return normalize_domain(host)
+        return normalize_domain(host, min_labels=1)
 
 
 def normalize_url(value: str) -> str:

@@ -1,0 +1,33 @@
+"""The feeds stage: ThreatFox files in, one deduplicated, sorted list of normalised IOCs out.
+
+>>> result = read_feeds(["full.csv.zip", "recent.json"])  # doctest: +SKIP
+>>> result.iocs, result.rejects, result.duplicates  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from foxhunt.feeds.dedupe import deduplicate
+from foxhunt.feeds.readers import FORMATS, FeedError, iter_feed
+from foxhunt.model import FeedResult, Ioc
+
+__all__ = ["FORMATS", "FeedError", "iter_feed", "read_feeds"]
+
+
+def read_feeds(paths: Sequence[str | Path], fmt: str | None = None) -> FeedResult:
+    """Read every file (format detected unless `fmt` forces one of `FORMATS`), keep the rejected
+    records, and deduplicate the IOCs across all files. Raises `FeedError` for an unreadable file."""
+    result = FeedResult(files=[str(path) for path in paths])
+
+    def accepted() -> Iterator[Ioc]:
+        for path in paths:
+            for item in iter_feed(path, fmt):
+                if isinstance(item, Ioc):
+                    yield item
+                else:
+                    result.rejects.append(item)
+
+    result.iocs, result.duplicates = deduplicate(accepted())
+    return result

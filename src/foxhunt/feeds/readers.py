@@ -1,0 +1,200 @@
+"""Reading one ThreatFox file (API answer, CSV export, JSON export; plain, .gz or .zip) as a stream."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from itertools import chain
+from operator import itemgetter
+from pathlib import Path
+from typing import IO
+
+from foxhunt.feeds.records import API_FIELDS, CSV_FIELDS, EXPORT_FIELDS, FieldNames, to_ioc
+from foxhunt.model import Ioc, Reject
+
+FORMATS = ("api", "csv", "json")
+CSV_COLUMNS = (
+    "first_seen_utc", "ioc_id", "ioc_value", "ioc_type", "threat_type", "fk_malware", "malware_alias",
+    "malware_printable", "last_seen_utc", "confidence_level", "is_compromised", "reference", "tags",
+    "anonymous", "reporter",
+)  # fmt: skip
+ZIP_MAGIC = b"PK\x03\x04"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class FeedError(Exception):
+    """A feed file that cannot be read at all; the message names the file."""
+
+
+def iter_feed(path: str | Path, fmt: str | None = None) -> Iterator[Ioc | Reject]:
+    """Stream the IOCs and rejected records of one file; `fmt` (one of `FORMATS`) skips detection.
+
+    `FeedError` is raised while iterating, as soon as the file turns out to be unreadable.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown feed format {fmt!r}, expected one of {', '.join(FORMATS)}")
+    return _read_file(Path(path), str(path), fmt)
+
+
+def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Reject]:
+    try:
+        with open_text(path, source) as lines:
+            yield from _parse(lines, source, fmt)
+    except FileNotFoundError:
+        raise FeedError(f"{source}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise FeedError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise FeedError(f"{source}: unreadable CSV ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise FeedError(f"{source}: cannot read ({exc})") from None
+
+
+@contextmanager
+def open_text(path: Path, source: str) -> Iterator[IO[str]]:
+    """The file's text, through gzip or from the first ``.csv`` member of a zip, by suffix or magic."""
+    with ExitStack() as stack:
+        raw = stack.enter_context(path.open("rb"))
+        magic = raw.peek(len(ZIP_MAGIC))[: len(ZIP_MAGIC)]
+        suffix = path.suffix.lower()
+        binary: IO[bytes] = raw
+        if suffix == ".zip" or magic == ZIP_MAGIC:
+            archive = stack.enter_context(zipfile.ZipFile(raw))
+            binary = stack.enter_context(archive.open(_csv_member(archive, source)))
+        elif suffix == ".gz" or magic.startswith(GZIP_MAGIC):
+            binary = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        yield stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""))
+
+
+def _csv_member(archive: zipfile.ZipFile, source: str) -> zipfile.ZipInfo:
+    for member in archive.infolist():
+        if not member.is_dir() and member.filename.lower().endswith(".csv"):
+            return member
+    raise FeedError(f"{source}: zip archive holds no .csv file")
+
+
+def _parse(lines: IO[str], source: str, fmt: str | None) -> Iterator[Ioc | Reject]:
+    """Sniff the first non-blank character unless `fmt` is given, then hand over to that format."""
+    head: list[str] = []
+    for line in lines:
+        head.append(line)
+        if not line.isspace():
+            break
+    else:
+        raise FeedError(f"{source}: empty file")
+    first = head[-1].lstrip()[0]
+    if fmt == "csv" or (fmt is None and first in '#"'):
+        yield from read_csv(chain(head, lines), source)
+    elif fmt is not None or first in "[{":
+        yield from read_json("".join(head) + lines.read(), source, fmt)
+    else:
+        raise FeedError(f"{source}: not a ThreatFox API answer, CSV or JSON export (starts with {first!r})")
+
+
+def read_csv(lines: Iterable[str], source: str) -> Iterator[Ioc | Reject]:
+    """A CSV export: columns by name from the commented header, else `CSV_COLUMNS`; rows numbered
+    from 1, comment and blank lines not counted."""
+    lines = iter(lines)
+    columns = CSV_COLUMNS
+    first_line: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            columns = _header_columns(line) or columns
+        elif not line.isspace():
+            first_line = [line]
+            break
+    _check_columns(columns, source)
+    width = len(columns)
+    # one C call picks a row's values in FIELD_ORDER; a field the file lacks reads the "" appended to the row
+    pick = itemgetter(*(columns.index(name) if name in columns else width for name in CSV_FIELDS.ordered()))
+    value_index = columns.index(CSV_FIELDS.value)
+    data_lines = (line for line in lines if not line.startswith("#"))
+    number = 0
+    for row in csv.reader(chain(first_line, data_lines), skipinitialspace=True):
+        if len(row) == width:
+            number += 1
+            row.append("")
+            yield to_ioc(pick(row), source, number)
+        elif any(field.strip() for field in row):  # a blank line is [] or [""]
+            number += 1
+            value = row[value_index] if value_index < len(row) else ""
+            yield Reject(source, number, f"expected {width} fields, got {len(row)}", value)
+
+
+def _header_columns(comment: str) -> tuple[str, ...] | None:
+    """The column names of a ``# "first_seen_utc","ioc_id",...`` comment, None for other comments."""
+    names = next(csv.reader([comment.lstrip("#")], skipinitialspace=True), [])
+    columns = tuple(name.strip() for name in names)
+    return columns if CSV_FIELDS.value in columns else None
+
+
+def _check_columns(columns: tuple[str, ...], source: str) -> None:
+    missing = [name for name in (CSV_FIELDS.value, CSV_FIELDS.ioc_type) if name not in columns]
+    if missing:
+        raise FeedError(f"{source}: CSV header lacks the column(s) {', '.join(missing)}")
+
+
+def read_json(document_text: str, source: str, fmt: str | None) -> Iterator[Ioc | Reject]:
+    """An API answer (envelope or bare ``data`` list) or a JSON export (object keyed by ioc_id)."""
+    try:
+        document = json.loads(document_text)
+    except json.JSONDecodeError as exc:
+        raise FeedError(f"{source}: invalid JSON ({exc})") from None
+    if fmt is None:
+        fmt = "api" if _looks_like_api(document) else "json"
+    if fmt == "api":
+        records, fields = enumerate(_api_records(document, source), 1), API_FIELDS
+    else:
+        records, fields = _export_records(document, source), EXPORT_FIELDS
+    yield from _records_to_iocs(records, fields, source)
+
+
+def _looks_like_api(document: object) -> bool:
+    return isinstance(document, list) or (
+        isinstance(document, dict) and ("query_status" in document or "data" in document)
+    )
+
+
+def _api_records(document: object, source: str) -> list[object]:
+    if isinstance(document, list):
+        return document
+    if not isinstance(document, dict) or not _looks_like_api(document):
+        raise FeedError(f"{source}: not a ThreatFox API answer (no query_status or data)")
+    status = document.get("query_status", "ok")
+    data = document.get("data")
+    if status == "no_result":
+        return []
+    if status != "ok":
+        detail = f": {data}" if isinstance(data, str) else ""
+        raise FeedError(f"{source}: ThreatFox API answered query_status {status!r}{detail}")
+    if isinstance(data, dict):
+        return [data]
+    if not isinstance(data, list):
+        raise FeedError(f"{source}: API answer has no data list")
+    return data
+
+
+def _export_records(document: object, source: str) -> Iterator[tuple[int, object]]:
+    """(position, record) per entry of ``{ioc_id: [record]}``, the id added as ``ioc_id``."""
+    if not isinstance(document, dict):
+        raise FeedError(f"{source}: not a ThreatFox JSON export (expected an object keyed by ioc_id)")
+    for number, (ioc_id, entries) in enumerate(document.items(), 1):
+        for entry in entries if isinstance(entries, list) and entries else [entries]:
+            yield number, {**entry, EXPORT_FIELDS.threatfox_id: ioc_id} if isinstance(entry, dict) else entry
+
+
+def _records_to_iocs(
+    records: Iterable[tuple[int, object]], fields: FieldNames, source: str
+) -> Iterator[Ioc | Reject]:
+    names = fields.ordered()
+    for number, record in records:
+        if isinstance(record, dict):
+            yield to_ioc([record.get(name) for name in names], source, number)
+        else:
+            yield Reject(source, number, f"record is not a JSON object: {type(record).__name__}")

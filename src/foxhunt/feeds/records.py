@@ -1,0 +1,189 @@
+"""One feed record (its raw values in `FIELD_ORDER`) -> `Ioc`, or `Reject` with the reason."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from foxhunt.model import Ioc, IocType, Reject
+from foxhunt.normalize import InvalidIoc, normalize_ioc
+
+IOC_TYPES = {ioc_type.value: ioc_type for ioc_type in IocType}
+MISSING_TEXT = frozenset({"", "None"})
+UNKNOWN_MALWARE = "unknown"
+
+
+class RecordError(ValueError):
+    """A record field that cannot be turned into an `Ioc` field."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldNames:
+    """The name each `Ioc` field has in one feed format (None: the format has no such field).
+
+    The declaration order is `FIELD_ORDER`, the order in which `to_ioc` takes a record's values.
+    """
+
+    threatfox_id: str
+    value: str
+    ioc_type: str = "ioc_type"
+    threat_type: str = "threat_type"
+    malware: str
+    malware_printable: str = "malware_printable"
+    malware_alias: str = "malware_alias"
+    malpedia: str | None = None
+    confidence: str = "confidence_level"
+    first_seen: str
+    last_seen: str
+    reporter: str = "reporter"
+    reference: str = "reference"
+    tags: str = "tags"
+
+    def ordered(self) -> tuple[str | None, ...]:
+        """The names in `FIELD_ORDER`."""
+        return tuple(getattr(self, name) for name in FIELD_ORDER)
+
+
+FIELD_ORDER = tuple(field.name for field in fields(FieldNames))
+API_FIELDS = FieldNames(
+    threatfox_id="id",
+    value="ioc",
+    malware="malware",
+    first_seen="first_seen",
+    last_seen="last_seen",
+    malpedia="malware_malpedia",
+)
+CSV_FIELDS = FieldNames(
+    threatfox_id="ioc_id",
+    value="ioc_value",
+    malware="fk_malware",
+    first_seen="first_seen_utc",
+    last_seen="last_seen_utc",
+)
+EXPORT_FIELDS = FieldNames(
+    threatfox_id="ioc_id",
+    value="ioc_value",
+    malware="malware",
+    first_seen="first_seen_utc",
+    last_seen="last_seen_utc",
+)
+
+
+def text(raw: object) -> str | None:
+    """A stripped string; None for null, empty and ``"None"`` (ids may come as JSON numbers)."""
+    if raw is None:
+        return None
+    value = raw.strip() if isinstance(raw, str) else str(raw)
+    return None if value in MISSING_TEXT else value
+
+
+def shared_text(raw: object) -> str | None:
+    """`text`, interned: family, reporter and threat type repeat on millions of rows."""
+    value = text(raw)
+    return value and sys.intern(value)
+
+
+@lru_cache(maxsize=8192)
+def split_commas(value: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``, ``"None"`` -> ``()``; cached, the same strings repeat."""
+    if value.strip() in MISSING_TEXT:
+        return ()
+    return tuple(sys.intern(part) for part in (piece.strip() for piece in value.split(",")) if part)
+
+
+def string_list(raw: object) -> tuple[str, ...]:
+    """A comma string (CSV, JSON export) or a JSON list (API) of names."""
+    if isinstance(raw, str):
+        return split_commas(raw)
+    if isinstance(raw, list):
+        return tuple(part for item in raw if (part := text(item)) is not None)
+    return () if raw is None else split_commas(str(raw))
+
+
+def parse_ioc_type(raw: object) -> IocType:
+    name = text(raw)
+    if name is None:
+        raise RecordError("missing ioc_type")
+    ioc_type = IOC_TYPES.get(name)
+    if ioc_type is None:
+        raise RecordError(f"unknown ioc_type {name!r}")
+    return ioc_type
+
+
+def parse_confidence(raw: object) -> int | None:
+    """confidence_level: an integer 0-100 (JSON number or digit string), None when missing."""
+    if isinstance(raw, str):
+        value = text(raw)
+        if value is None:
+            return None
+        try:
+            level = int(value)
+        except ValueError:
+            raise RecordError(f"confidence_level is not an integer: {value!r}") from None
+    elif raw is None:
+        return None
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        level = raw
+    else:
+        raise RecordError(f"confidence_level is not an integer: {raw!r}")
+    if not 0 <= level <= 100:
+        raise RecordError(f"confidence_level out of range 0-100: {level}")
+    return level
+
+
+def parse_time(raw: object, field_name: str) -> datetime | None:
+    """``2022-02-20 22:39:01`` (CSV, JSON export), ``... UTC`` (API) or ISO 8601 -> aware UTC datetime."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise RecordError(f"{field_name} is not a timestamp: {raw!r}")
+    value = raw.strip().removesuffix(" UTC")
+    if value in MISSING_TEXT:
+        return None
+    try:  # the usual naive UTC text; appending the offset is much cheaper than .replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise RecordError(f"{field_name} is not a timestamp: {value!r}") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def to_ioc(values: Sequence[object], source: str, number: int) -> Ioc | Reject:
+    """Validate and normalise one record given as its raw values in `FIELD_ORDER`; `number` is its
+    1-based position in `source`."""
+    (
+        threatfox_id, raw_value, type_name, threat_type, malware, malware_printable, malware_alias,
+        malpedia, confidence, first_seen, last_seen, reporter, reference, tags,
+    ) = values  # fmt: skip
+    value = text(raw_value)
+    try:
+        if value is None:
+            raise RecordError("missing ioc value")
+        ioc_type = parse_ioc_type(type_name)
+        family = shared_text(malware) or UNKNOWN_MALWARE
+        return Ioc(
+            ioc_type=ioc_type,
+            value=normalize_ioc(value, ioc_type),
+            malware=family,
+            malware_printable=shared_text(malware_printable) or family,
+            threat_type=shared_text(threat_type) or "",
+            confidence=parse_confidence(confidence),
+            first_seen=parse_time(first_seen, "first_seen"),
+            last_seen=parse_time(last_seen, "last_seen"),
+            threatfox_id=text(threatfox_id),
+            malware_alias=string_list(malware_alias),
+            malpedia=shared_text(malpedia),
+            reporter=shared_text(reporter),
+            reference=text(reference),
+            tags=string_list(tags),
+            source=source,
+        )
+    except (RecordError, InvalidIoc) as exc:
+        return Reject(source, number, str(exc), value or "")

@@ -1,0 +1,632 @@
+"""The feeds stage: API answers, CSV and JSON exports (plain, gz, zip) -> normalised, deduplicated IOCs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zipfile
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foxhunt.feeds import FORMATS, FeedError, iter_feed, read_feeds
+from foxhunt.model import Ioc, IocType, Reject
+from foxhunt.normalize import InvalidIoc, normalize_ioc
+
+DATA = Path("/work/shared/data/threatfox")
+API_SAMPLE = DATA / "api-get_iocs-2022-02-20.json"
+SEED_CSV = DATA / "seed-fakeupdates.csv"
+
+CSV_COLUMNS = [
+    "first_seen_utc", "ioc_id", "ioc_value", "ioc_type", "threat_type", "fk_malware", "malware_alias",
+    "malware_printable", "last_seen_utc", "confidence_level", "is_compromised", "reference", "tags",
+    "anonymous", "reporter",
+]  # fmt: skip
+SHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+needs_data = pytest.mark.skipif(not API_SAMPLE.exists(), reason="shared ThreatFox sample not available")
+
+
+# ---------------------------------------------------------------- helpers writing feeds in each layout
+
+
+def api_record(ioc_id: str = "1", ioc: str = "1.2.3.4:443", ioc_type: str = "ip:port", **fields: Any) -> dict:
+    record = {
+        "id": ioc_id,
+        "ioc": ioc,
+        "threat_type": "botnet_cc",
+        "ioc_type": ioc_type,
+        "malware": "win.cobalt_strike",
+        "malware_printable": "Cobalt Strike",
+        "malware_alias": "Agentemis,BEACON,CobaltStrike",
+        "malware_malpedia": "https://malpedia.caad.fkie.fraunhofer.de/details/win.cobalt_strike",
+        "confidence_level": 100,
+        "first_seen": "2022-02-20 22:39:01 UTC",
+        "last_seen": None,
+        "reporter": "drb_ra",
+        "reference": None,
+        "tags": ["CobaltStrike"],
+    }
+    record.update(fields)
+    return record
+
+
+def csv_row(record: dict, columns: list[str] = CSV_COLUMNS) -> dict[str, str]:
+    """An API record in the CSV / JSON export vocabulary (strings, ``None`` for missing)."""
+
+    def shown(value: Any) -> str:
+        return "None" if value is None else str(value)
+
+    values = {
+        "first_seen_utc": record["first_seen"].removesuffix(" UTC"),
+        "ioc_id": record["id"],
+        "ioc_value": record["ioc"],
+        "ioc_type": record["ioc_type"],
+        "threat_type": record["threat_type"],
+        "fk_malware": record["malware"],
+        "malware_alias": shown(record.get("malware_alias")),
+        "malware_printable": record["malware_printable"],
+        "last_seen_utc": (record.get("last_seen") or "").removesuffix(" UTC"),
+        "confidence_level": shown(record["confidence_level"]),
+        "is_compromised": "False",
+        "reference": shown(record.get("reference")),
+        "tags": ",".join(record.get("tags") or []) or "None",
+        "anonymous": "0",
+        "reporter": record["reporter"],
+    }
+    return {column: values.get(column, "extra") for column in columns}
+
+
+def csv_line(values: list[str]) -> str:
+    return ", ".join(f'"{value}"' for value in values) + "\n"
+
+
+def csv_export(records: list[dict], columns: list[str] = CSV_COLUMNS, header: bool = True) -> str:
+    lines = ["#" * 64 + "\n", "# ThreatFox IOCs: full data dump - CSV format\n", "#\n"]
+    if header:
+        lines.append("# " + ",".join(f'"{column}"' for column in columns) + "\n")
+    lines += [csv_line(list(csv_row(record, columns).values())) for record in records]
+    lines.append(f"# Number of entries: {len(records)}\n")
+    return "".join(lines)
+
+
+def json_export(records: list[dict]) -> str:
+    document = {}
+    for record in records:
+        row = csv_row(record)
+        entry = {name: value for name, value in row.items() if name not in ("ioc_id", "fk_malware")}
+        entry["malware"] = row["fk_malware"]
+        document[record["id"]] = [entry]
+    return json.dumps(document)
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def zip_with(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return path
+
+
+def split(items: list[Ioc | Reject]) -> tuple[list[Ioc], list[Reject]]:
+    return [i for i in items if isinstance(i, Ioc)], [i for i in items if isinstance(i, Reject)]
+
+
+def comparable(ioc: Ioc) -> tuple:
+    """What every layout carries alike (the API alone has malpedia; `source` is the file)."""
+    return (
+        ioc.threatfox_id, ioc.ioc_type, ioc.value, ioc.malware, ioc.malware_printable, ioc.threat_type,
+        ioc.confidence, ioc.first_seen, ioc.last_seen, ioc.malware_alias, ioc.reporter, ioc.reference,
+        ioc.tags,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def api_sample() -> list[dict]:
+    return json.loads(API_SAMPLE.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- the real API sample
+
+
+def expected_from_sample(records: list[dict]) -> tuple[dict[str, dict], dict[int, str]]:
+    """Records by id that normalise, and {1-based position: raw value} of those that do not."""
+    valid, invalid = {}, {}
+    for position, record in enumerate(records, 1):
+        try:
+            normalize_ioc(record["ioc"], IocType(record["ioc_type"]))
+        except InvalidIoc:
+            invalid[position] = record["ioc"]
+        else:
+            valid[record["id"]] = record
+    return valid, invalid
+
+
+@needs_data
+def test_api_sample_matches_the_file(api_sample: list[dict]) -> None:
+    assert len(api_sample) == 452
+    assert Counter(r["ioc_type"] for r in api_sample) == {
+        "sha256_hash": 209,
+        "url": 146,
+        "ip:port": 95,
+        "domain": 2,
+    }
+    valid, invalid = expected_from_sample(api_sample)
+
+    iocs, rejects = split(list(iter_feed(API_SAMPLE)))
+
+    assert len(iocs) + len(rejects) == 452
+    assert {r.record: r.value for r in rejects} == invalid
+    assert all(r.file == str(API_SAMPLE) for r in rejects)
+    assert {ioc.threatfox_id for ioc in iocs} == set(valid)
+    assert len({r["malware"] for r in api_sample}) == 20
+    assert {ioc.malware for ioc in iocs} == {r["malware"] for r in valid.values()}
+    assert Counter(ioc.ioc_type.value for ioc in iocs) == Counter(r["ioc_type"] for r in valid.values())
+    for ioc in iocs:
+        record = valid[ioc.threatfox_id]
+        assert ioc.value == normalize_ioc(record["ioc"], IocType(record["ioc_type"]))
+        assert ioc.malware_printable == record["malware_printable"]
+        assert ioc.malpedia == record["malware_malpedia"]
+        assert ioc.confidence == record["confidence_level"]
+        assert ioc.first_seen == datetime.strptime(record["first_seen"], "%Y-%m-%d %H:%M:%S UTC").replace(
+            tzinfo=UTC
+        )
+        assert ioc.tags == tuple(record.get("tags") or ())
+        aliases = record.get("malware_alias")
+        assert ioc.malware_alias == (tuple(aliases.split(",")) if aliases else ())
+        assert ioc.source == str(API_SAMPLE)
+
+
+@needs_data
+def test_api_sample_reads_the_same_in_every_layout(api_sample: list[dict], tmp_path: Path) -> None:
+    from_api = sorted(map(comparable, read_feeds([API_SAMPLE]).iocs))
+    layouts = {
+        "envelope.json": json.dumps({"query_status": "ok", "data": api_sample}),
+        "export.csv": csv_export(api_sample),
+        "export.json": json_export(api_sample),
+    }
+    for name, content in layouts.items():
+        path = write(tmp_path / name, content)
+        result = read_feeds([path])
+        assert sorted(map(comparable, result.iocs)) == from_api, name
+        assert [r.record for r in result.rejects] == [r.record for r in read_feeds([API_SAMPLE]).rejects]
+    zipped = zip_with(tmp_path / "full.csv.zip", {"full.csv": layouts["export.csv"]})
+    assert sorted(map(comparable, read_feeds([zipped]).iocs)) == from_api
+    gzipped = write(tmp_path / "answer.json.gz", gzip.compress(API_SAMPLE.read_bytes()))
+    assert sorted(map(comparable, read_feeds([gzipped]).iocs)) == from_api
+
+
+@needs_data
+def test_seed_csv() -> None:
+    result = read_feeds([SEED_CSV])
+
+    assert result.rejects == []
+    assert result.files == [str(SEED_CSV)]
+    by_value = {ioc.value: ioc for ioc in result.iocs}
+    assert set(by_value) == {"138.124.79.146:443", "cpanel.houston-familyoffice.com"}
+    domain = by_value["cpanel.houston-familyoffice.com"]
+    assert domain.ioc_type is IocType.DOMAIN
+    assert by_value["138.124.79.146:443"].ioc_type is IocType.IP_PORT
+    assert domain.malware == "js.fakeupdates"
+    assert domain.malware_printable == "FAKEUPDATES"
+    assert domain.malware_alias == ("FakeUpdates", "SocGholish")
+    assert domain.confidence == 100
+    assert domain.threatfox_id == "1800001"
+    assert domain.first_seen == datetime(2026, 5, 25, 9, 14, 1, tzinfo=UTC)
+    assert domain.last_seen is None
+    assert domain.reference is None
+    assert domain.malpedia is None
+
+
+# ---------------------------------------------------------------- API answers
+
+
+def test_envelope_and_bare_list_read_alike(tmp_path: Path) -> None:
+    records = [api_record("1"), api_record("2", "http://evil.com/x", "url")]
+    bare = write(tmp_path / "bare.json", json.dumps(records))
+    envelope = write(tmp_path / "envelope.json", json.dumps({"query_status": "ok", "data": records}))
+
+    from_bare, from_envelope = read_feeds([bare]), read_feeds([envelope])
+    assert [comparable(i) for i in from_bare.iocs] == [comparable(i) for i in from_envelope.iocs]
+    assert len(from_envelope.iocs) == 2
+
+
+def test_no_result_is_zero_iocs(tmp_path: Path) -> None:
+    answer = {"query_status": "no_result", "data": "Your search did not yield any results"}
+    result = read_feeds([write(tmp_path / "none.json", json.dumps(answer))])
+    assert (result.iocs, result.rejects, result.duplicates) == ([], [], 0)
+
+
+@pytest.mark.parametrize("status", ["illegal_search_term", "unknown_auth_key"])
+def test_failed_query_status_is_a_feed_error(tmp_path: Path, status: str) -> None:
+    path = write(tmp_path / "answer.json", json.dumps({"query_status": status, "data": None}))
+    with pytest.raises(FeedError, match=status) as raised:
+        read_feeds([path])
+    assert str(path) in str(raised.value)
+
+
+def test_api_fields(tmp_path: Path) -> None:
+    record = api_record(
+        "7",
+        "hxxps://Evil[.]COM:443/Drop.exe#x",
+        "url",
+        last_seen="2022-02-21 08:00:00 UTC",
+        reference="https://example.org/report",
+        malware_alias=" A, ,B ",
+        tags=None,
+        confidence_level="75",
+    )
+    (ioc,) = read_feeds([write(tmp_path / "a.json", json.dumps([record]))]).iocs
+
+    assert ioc.value == "https://evil.com/Drop.exe"
+    assert ioc.ioc_type is IocType.URL
+    assert ioc.threatfox_id == "7"
+    assert ioc.confidence == 75
+    assert ioc.last_seen == datetime(2022, 2, 21, 8, 0, tzinfo=UTC)
+    assert ioc.seen == ioc.last_seen
+    assert ioc.reference == "https://example.org/report"
+    assert ioc.malware_alias == ("A", "B")
+    assert ioc.tags == ()
+    assert ioc.malpedia == record["malware_malpedia"]
+
+
+def test_missing_malware_fields_fall_back(tmp_path: Path) -> None:
+    record = api_record(malware=None, malware_printable="None", reporter="", threat_type=None)
+    del record["malware_alias"], record["tags"], record["last_seen"]
+    (ioc,) = read_feeds([write(tmp_path / "a.json", json.dumps([record]))]).iocs
+    assert (ioc.malware, ioc.malware_printable) == ("unknown", "unknown")
+    assert ioc.reporter is None
+    assert ioc.malware_alias == ioc.tags == ()
+    assert ioc.last_seen is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ioc_type": "btc_wallet"}, "unknown ioc_type 'btc_wallet'"),
+        ({"ioc_type": None}, "missing ioc_type"),
+        ({"ioc": "None"}, "missing ioc value"),
+        ({"ioc": "1.2.3.256:80"}, "not an IP address"),
+        ({"confidence_level": 101}, "confidence_level out of range"),
+        ({"confidence_level": -1}, "confidence_level out of range"),
+        ({"confidence_level": "high"}, "confidence_level is not an integer"),
+        ({"confidence_level": 50.5}, "confidence_level is not an integer"),
+        ({"first_seen": "yesterday"}, "first_seen is not a timestamp"),
+        ({"last_seen": 1645397941}, "last_seen is not a timestamp"),
+    ],
+)
+def test_bad_records_are_rejected(tmp_path: Path, change: dict, reason: str) -> None:
+    records = [api_record("1"), {**api_record("2", "5.6.7.8:80"), **change}]
+    path = write(tmp_path / "a.json", json.dumps(records))
+
+    items = list(iter_feed(path))
+
+    assert isinstance(items[0], Ioc)
+    assert isinstance(items[1], Reject)
+    assert (items[1].file, items[1].record) == (str(path), 2)
+    assert reason in items[1].reason
+
+
+def test_non_object_record_is_rejected(tmp_path: Path) -> None:
+    items = list(iter_feed(write(tmp_path / "a.json", json.dumps([api_record(), "junk"]))))
+    assert isinstance(items[1], Reject)
+    assert items[1].record == 2
+
+
+def test_time_zones_are_utc(tmp_path: Path) -> None:
+    record = api_record(first_seen="2022-02-20T23:39:01+01:00", last_seen="2022-02-21 00:00:00")
+    (ioc,) = read_feeds([write(tmp_path / "a.json", json.dumps([record]))]).iocs
+    assert ioc.first_seen == datetime(2022, 2, 20, 22, 39, 1, tzinfo=UTC)
+    assert ioc.first_seen.utcoffset().total_seconds() == 0
+    assert ioc.last_seen == datetime(2022, 2, 21, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- CSV exports
+
+
+def test_csv_with_and_without_is_compromised(tmp_path: Path) -> None:
+    records = [api_record("1"), api_record("2", SHA256.upper(), "sha256_hash")]
+    old_columns = [column for column in CSV_COLUMNS if column != "is_compromised"]
+    new = write(tmp_path / "new.csv", csv_export(records))
+    old = write(tmp_path / "old.csv", csv_export(records, old_columns))
+
+    assert "is_compromised" not in old.read_text().splitlines()[3]
+    new_result, old_result = read_feeds([new]), read_feeds([old])
+    assert old_result.rejects == new_result.rejects == []
+    assert [comparable(i) for i in old_result.iocs] == [comparable(i) for i in new_result.iocs]
+    assert {i.value for i in new_result.iocs} == {"1.2.3.4:443", SHA256}
+
+
+def test_csv_columns_are_mapped_by_name(tmp_path: Path) -> None:
+    columns = ["ioc_value", "unknown_new_column", *reversed(CSV_COLUMNS[3:]), "ioc_id", "first_seen_utc"]
+    record = api_record("9", "evil.example.com", "domain")
+    path = write(tmp_path / "shuffled.csv", csv_export([record], columns))
+
+    (ioc,) = read_feeds([path]).iocs
+
+    assert (ioc.value, ioc.ioc_type, ioc.threatfox_id) == ("evil.example.com", IocType.DOMAIN, "9")
+    assert (ioc.malware, ioc.reporter, ioc.confidence) == ("win.cobalt_strike", "drb_ra", 100)
+    assert ioc.first_seen == datetime(2022, 2, 20, 22, 39, 1, tzinfo=UTC)
+
+
+def test_csv_without_header_uses_the_current_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "bare.csv", csv_export([api_record("3")], header=False))
+    (ioc,) = read_feeds([path]).iocs
+    assert (ioc.value, ioc.threatfox_id, ioc.malware) == ("1.2.3.4:443", "3", "win.cobalt_strike")
+
+
+def test_comment_without_ioc_value_is_not_a_header(tmp_path: Path) -> None:
+    path = write(tmp_path / "odd.csv", '# "first_seen_utc","ioc_id","ioc_type"\n"2022-01-01", "1", "url"\n')
+    (reject,) = read_feeds([path]).rejects
+    assert "expected 15 fields, got 3" in reject.reason
+
+
+def test_csv_header_without_ioc_type_is_a_feed_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "odd.csv", '# "ioc_id","ioc_value"\n"1", "1.2.3.4:80"\n')
+    with pytest.raises(FeedError, match=r"lacks the column.* ioc_type"):
+        read_feeds([path])
+
+
+def test_csv_rows_of_the_wrong_width_are_rejected(tmp_path: Path) -> None:
+    good = list(csv_row(api_record("1")).values())
+    short = list(csv_row(api_record("2", "5.6.7.8:80")).values())[:-1]
+    long = [*csv_row(api_record("3", "9.9.9.9:80")).values(), "surplus"]
+    content = (
+        csv_export([])
+        + "# a comment between rows\n"
+        + csv_line(good)
+        + "\n"
+        + csv_line(short)
+        + "# another comment\n"
+        + csv_line(long)
+        + csv_line([good[0], "4", *good[2:]])
+    )
+    path = write(tmp_path / "widths.csv", content)
+
+    iocs, rejects = split(list(iter_feed(path)))
+
+    assert [ioc.threatfox_id for ioc in iocs] == ["1", "4"]
+    assert [(r.record, r.reason, r.value) for r in rejects] == [
+        (2, "expected 15 fields, got 14", "5.6.7.8:80"),
+        (3, "expected 15 fields, got 16", "9.9.9.9:80"),
+    ]
+
+
+def test_csv_footer_and_none_values(tmp_path: Path) -> None:
+    record = api_record("5", malware_alias=None, tags=None, reference=None)
+    content = csv_export([record]).replace('"drb_ra"', '""')
+    assert content.rstrip().endswith("# Number of entries: 1")
+    result = read_feeds([write(tmp_path / "recent.csv", content)])
+
+    assert result.rejects == []
+    (ioc,) = result.iocs
+    assert ioc.malware_alias == ioc.tags == ()
+    assert ioc.reference is None
+    assert ioc.reporter is None
+    assert ioc.last_seen is None
+
+
+def test_csv_record_numbers_count_data_rows_only(tmp_path: Path) -> None:
+    records = [api_record(str(n), f"10.0.0.{n}:80") for n in range(1, 4)]
+    records[2]["ioc_type"] = "nonsense"
+    (reject,) = read_feeds([write(tmp_path / "r.csv", csv_export(records))]).rejects
+    assert (reject.record, reject.reason, reject.value) == (3, "unknown ioc_type 'nonsense'", "10.0.0.3:80")
+
+
+def test_csv_in_zip(tmp_path: Path) -> None:
+    content = csv_export([api_record("1"), api_record("2", "evil.com", "domain")])
+    archive = zip_with(tmp_path / "full.zip", {"README.txt": "hello", "full.csv": content})
+    result = read_feeds([archive])
+    assert sorted(ioc.value for ioc in result.iocs) == ["1.2.3.4:443", "evil.com"]
+    assert result.iocs[0].source == str(archive)
+
+
+def test_zip_and_gzip_are_recognised_without_their_suffix(tmp_path: Path) -> None:
+    content = csv_export([api_record("1")])
+    archive = zip_with(tmp_path / "download", {"full.csv": content})
+    gzipped = write(tmp_path / "recent", gzip.compress(content.encode()))
+    for path in (archive, gzipped):
+        assert [ioc.value for ioc in read_feeds([path]).iocs] == ["1.2.3.4:443"]
+
+
+def test_zip_without_csv_is_a_feed_error(tmp_path: Path) -> None:
+    archive = zip_with(tmp_path / "nothing.zip", {"full.json": "{}"})
+    with pytest.raises(FeedError, match=r"no \.csv") as raised:
+        read_feeds([archive])
+    assert str(archive) in str(raised.value)
+
+
+def test_broken_zip_is_a_feed_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.zip", b"PK\x03\x04 this is not really a zip archive")
+    with pytest.raises(FeedError, match=r"broken\.zip"):
+        read_feeds([path])
+
+
+def test_csv_is_streamed(tmp_path: Path) -> None:
+    """The first IOCs come out before the reader meets the undecodable end of the file."""
+    records = [api_record(str(n), f"10.{n // 256}.{n % 256}.1:80") for n in range(2000)]
+    path = write(tmp_path / "stream.csv", csv_export(records).encode() + b'"\xff\xfe junk"\n')
+
+    items = iter_feed(path)
+    first = next(items)
+
+    assert isinstance(first, Ioc)
+    assert first.threatfox_id == "0"
+    with pytest.raises(FeedError, match="UTF-8"):
+        list(items)
+
+
+# ---------------------------------------------------------------- JSON exports and gzip
+
+
+def test_json_export(tmp_path: Path) -> None:
+    records = [
+        api_record("11", "evil.example.com", "domain", tags=["a", "b"]),
+        api_record("12", "bad..example.com", "domain"),
+        api_record("13", "http://evil.example.com", "url", last_seen="2022-03-01 00:00:00 UTC"),
+    ]
+    path = write(tmp_path / "export.json", json_export(records))
+
+    iocs, rejects = split(list(iter_feed(path)))
+
+    assert {ioc.threatfox_id: ioc.value for ioc in iocs} == {
+        "11": "evil.example.com",
+        "13": "http://evil.example.com/",
+    }
+    assert [(r.record, r.value) for r in rejects] == [(2, "bad..example.com")]
+    by_id = {ioc.threatfox_id: ioc for ioc in iocs}
+    assert by_id["11"].tags == ("a", "b")
+    assert by_id["11"].malware == "win.cobalt_strike"
+    assert by_id["11"].malpedia is None
+    assert by_id["13"].last_seen == datetime(2022, 3, 1, tzinfo=UTC)
+
+
+def test_json_export_entry_that_is_no_object_is_rejected(tmp_path: Path) -> None:
+    document = json.loads(json_export([api_record("1")]))
+    document["2"] = []
+    (reject,) = read_feeds([write(tmp_path / "e.json", json.dumps(document))]).rejects
+    assert reject.record == 2
+
+
+def test_gzipped_csv(tmp_path: Path) -> None:
+    path = write(tmp_path / "recent.csv.gz", gzip.compress(csv_export([api_record("1")]).encode()))
+    assert [ioc.value for ioc in read_feeds([path]).iocs] == ["1.2.3.4:443"]
+
+
+def test_broken_gzip_is_a_feed_error(tmp_path: Path) -> None:
+    data = gzip.compress(csv_export([api_record("1")] * 50).encode())
+    path = write(tmp_path / "cut.csv.gz", data[: len(data) // 2])
+    with pytest.raises(FeedError, match=r"cut\.csv\.gz"):
+        read_feeds([path])
+
+
+# ---------------------------------------------------------------- detection and unreadable files
+
+
+def test_format_is_sniffed_not_taken_from_the_name(tmp_path: Path) -> None:
+    csv_as_txt = write(tmp_path / "a.txt", "\ufeff\n  \n" + csv_export([api_record("1")]))
+    api_as_csv = write(tmp_path / "b.csv", "  \n" + json.dumps([api_record("2", "5.6.7.8:80")]))
+    result = read_feeds([csv_as_txt, api_as_csv])
+    assert sorted(ioc.threatfox_id for ioc in result.iocs) == ["1", "2"]
+
+
+def test_forced_format(tmp_path: Path) -> None:
+    export = write(tmp_path / "e.json", json_export([api_record("1")]))
+    assert len(read_feeds([export], fmt="json").iocs) == 1
+    with pytest.raises(FeedError, match="not a ThreatFox API answer"):
+        read_feeds([export], fmt="api")
+    api = write(tmp_path / "a.json", json.dumps([api_record("1")]))
+    with pytest.raises(FeedError, match="not a ThreatFox JSON export"):
+        read_feeds([api], fmt="json")
+    with pytest.raises(ValueError, match="unknown feed format"):
+        iter_feed(api, "xml")
+    assert FORMATS == ("api", "csv", "json")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("junk.bin", bytes(range(256)) * 4, "UTF-8"),
+        ("empty.csv", b"", "empty"),
+        ("blank.json", b" \n\n\t\n", "empty"),
+        ("words.txt", b"hello world\n", "not a ThreatFox"),
+        ("cut.json", b'{"query_status": "ok", "data": [', "invalid JSON"),
+        ("latin1.csv", '# header\n"caf\xe9"\n'.encode("latin-1"), "UTF-8"),
+        ("number.json", b"42", "not a ThreatFox"),
+    ],
+)
+def test_unreadable_files_are_feed_errors(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    path = write(tmp_path / name, content)
+    with pytest.raises(FeedError, match=reason) as raised:
+        read_feeds([path])
+    assert str(path) in str(raised.value)
+
+
+def test_missing_file_is_a_feed_error(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.csv"
+    with pytest.raises(FeedError, match="no such file") as raised:
+        read_feeds([str(missing)])
+    assert str(missing) in str(raised.value)
+
+
+def test_directory_is_a_feed_error(tmp_path: Path) -> None:
+    with pytest.raises(FeedError, match=str(tmp_path)):
+        read_feeds([tmp_path])
+
+
+# ---------------------------------------------------------------- deduplication and order
+
+
+def test_same_id_in_two_files_keeps_the_latest(tmp_path: Path) -> None:
+    old = api_record("1", "1.2.3.4:443", last_seen="2022-02-21 00:00:00 UTC", confidence_level=50)
+    new = api_record("1", "1.2.3.4:443", last_seen="2022-02-22 00:00:00 UTC", confidence_level=90)
+    newer_file = write(tmp_path / "new.json", json.dumps([new]))
+    older_file = write(tmp_path / "old.csv", csv_export([old]))
+
+    for order in ([newer_file, older_file], [older_file, newer_file]):
+        result = read_feeds(order)
+        (ioc,) = result.iocs
+        assert ioc.confidence == 90
+        assert ioc.source == str(newer_file)
+        assert result.duplicates == 1
+        assert result.files == [str(path) for path in order]
+
+
+def test_same_id_with_a_changed_value_keeps_the_latest_version(tmp_path: Path) -> None:
+    old = api_record("1", "1.2.3.4:443", first_seen="2022-02-20 00:00:00 UTC")
+    corrected = api_record("1", "1.2.3.4:8443", first_seen="2022-02-21 00:00:00 UTC")
+    result = read_feeds([write(tmp_path / "a.json", json.dumps([corrected, old]))])
+    assert [ioc.value for ioc in result.iocs] == ["1.2.3.4:8443"]
+    assert result.duplicates == 1
+
+
+def test_same_value_with_different_ids_keeps_the_latest(tmp_path: Path) -> None:
+    records = [
+        api_record("1", "hxxp://evil[.]com", "url", first_seen="2022-02-20 10:00:00 UTC"),
+        api_record("2", "HTTP://EVIL.COM:80/", "url", last_seen="2022-02-23 00:00:00 UTC"),
+        api_record("3", "http://evil.com/", "url", first_seen="2022-02-22 00:00:00 UTC"),
+        api_record("4", "http://evil.com/", "domain", first_seen="2022-02-24 00:00:00 UTC"),
+    ]
+    result = read_feeds([write(tmp_path / "a.json", json.dumps(records))])
+
+    assert [ioc.threatfox_id for ioc in result.iocs] == ["2"]
+    assert result.duplicates == 2
+    assert len(result.rejects) == 1  # the "domain" that is a URL
+
+
+def test_first_seen_is_the_fallback_and_ties_keep_the_first(tmp_path: Path) -> None:
+    records = [
+        api_record("1", "evil.com", "domain", first_seen="2022-02-20 10:00:00 UTC"),
+        api_record("2", "evil.com", "domain", first_seen="2022-02-20 10:00:00 UTC"),
+        api_record("3", "evil.com", "domain", first_seen=None),
+    ]
+    result = read_feeds([write(tmp_path / "a.json", json.dumps(records))])
+    assert [ioc.threatfox_id for ioc in result.iocs] == ["1"]
+    assert result.duplicates == 2
+
+
+def test_output_is_sorted_by_malware_type_and_value(tmp_path: Path) -> None:
+    records = [
+        api_record("1", "9.9.9.9:80", malware="win.zloader"),
+        api_record("2", "http://b.example.com/", "url", malware="win.agent_tesla"),
+        api_record("3", "2.2.2.2:80", malware="win.agent_tesla"),
+        api_record("4", "1.1.1.1:80", malware="win.agent_tesla"),
+        api_record("5", "a.example.com", "domain", malware="win.zloader"),
+    ]
+    first = read_feeds([write(tmp_path / "a.json", json.dumps(records))])
+    second = read_feeds([write(tmp_path / "b.json", json.dumps(records[::-1]))])
+
+    keys = [(ioc.malware, ioc.ioc_type.value, ioc.value) for ioc in first.iocs]
+    assert keys == sorted(keys)
+    assert [ioc.threatfox_id for ioc in first.iocs] == ["4", "3", "2", "5", "1"]
+    assert [comparable(i) for i in first.iocs] == [comparable(i) for i in second.iocs]
