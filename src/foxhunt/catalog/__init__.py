@@ -102,6 +102,8 @@ def schema_columns(table: str, platform: str = "sentinel") -> dict[str, str]:
     doc = load_schema(table)
     if platform == "sentinel":
         hidden = set(doc.get("not_in_azure_monitor_reference", []))
-        return {c["name"]: c.get("sentinel_type", c["type"]) for c in doc["columns"] if c["name"] not in hidden}
+        return {
+            c["name"]: c.get("sentinel_type", c["type"]) for c in doc["columns"] if c["name"] not in hidden
+        }
     hidden = set(doc.get("sentinel_only", []))
     return {c["name"]: c["type"] for c in doc["columns"] if c["name"] not in hidden}

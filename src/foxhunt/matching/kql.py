@@ -141,7 +141,7 @@ def _build(table: Table, variant: Variant, iocs: Sequence[Ioc], source: ListSour
         for pair in table.endpoints:
             value = f"endpoint({pair.ip}, {pair.port})"
             if variant is IP_PORT:
-                match = "iff(_v{i} in (ioc_endpoints), _v{i}, \"\")"
+                match = 'iff(_v{i} in (ioc_endpoints), _v{i}, "")'
             else:
                 match = f'iff(tolower({pair.ip}) in (ioc_ips) and not(_v{{i}} in (ioc_endpoints)), tolower({pair.ip}), "")'
             query.fields.append((f"{pair.ip}:{pair.port}", value, match))
@@ -201,9 +201,12 @@ def compile_query(
     lines += [f"let lookback = {lookback};", *query.lets, table.name, f"| where {time} > ago(lookback)"]
     lines += [f"| where not({expr})" for expr in exclusions]
     n = len(query.fields)
-    lines.append("| extend " + ", ".join(f"_v{i} = {value}" for i, (_, value, _) in enumerate(query.fields, 1)))
     lines.append(
-        "| extend " + ", ".join(f"_m{i} = {match.format(i=i)}" for i, (_, _, match) in enumerate(query.fields, 1))
+        "| extend " + ", ".join(f"_v{i} = {value}" for i, (_, value, _) in enumerate(query.fields, 1))
+    )
+    lines.append(
+        "| extend "
+        + ", ".join(f"_m{i} = {match.format(i=i)}" for i, (_, _, match) in enumerate(query.fields, 1))
     )
     lines.append("| where " + " or ".join(f"isnotempty(_m{i})" for i in range(1, n + 1)))
     labels = [kql_string(label) for label, _, _ in query.fields]
@@ -212,11 +215,15 @@ def compile_query(
         "MatchedValue": _first_nonempty([f"_v{i}" for i in range(1, n + 1)]),
         "MatchedIoc": _first_nonempty([f"_m{i}" for i in range(1, n + 1)]),
     }
-    outputs |= {name: _first_nonempty([f"tostring({e})" for e in exprs]) for name, exprs in query.extra.items()}
+    outputs |= {
+        name: _first_nonempty([f"tostring({e})" for e in exprs]) for name, exprs in query.extra.items()
+    }
     lines.append("| extend " + ", ".join(f"{name} = {expr}" for name, expr in outputs.items()))
     lines.append(f"| extend MatchType = {MATCH_TYPE[variant.name]}")
     if variant is HASH:
-        lines.append('| extend HashAlgorithm = case(strlen(MatchedIoc) == 64, "SHA256", strlen(MatchedIoc) == 40, "SHA1", "MD5")')
+        lines.append(
+            '| extend HashAlgorithm = case(strlen(MatchedIoc) == 64, "SHA256", strlen(MatchedIoc) == 40, "SHA1", "MD5")'
+        )
     extra_out = list(query.extra) + (["HashAlgorithm"] if variant is HASH else [])
     columns = [time, *table.project, "MatchedField", "MatchedValue", "MatchedIoc", "MatchType", *extra_out]
     lines.append("| project " + ", ".join(dict.fromkeys(columns)))

@@ -148,7 +148,9 @@ def match_url(value: object, urls: UrlSet) -> str | None:
     return None
 
 
-def match_endpoint(ip: object, port: object, endpoints: frozenset[str], ips: frozenset[str]) -> tuple[str, str] | None:
+def match_endpoint(
+    ip: object, port: object, endpoints: frozenset[str], ips: frozenset[str]
+) -> tuple[str, str] | None:
     """(matched IOC, exact) for an exact ip:port, (IP, ip_only) for the IP on another port."""
     if is_blank(ip):
         return None

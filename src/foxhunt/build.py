@@ -1,0 +1,85 @@
+"""`foxhunt build`: feeds in, one rule pack per family out, written atomically."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from foxhunt.feeds import read_feeds
+from foxhunt.fsutil import replace_dir, staging_dir
+from foxhunt.model import FeedResult, Ioc, IocType
+from foxhunt.render.pack import write_pack
+from foxhunt.rules.families import Family, group_families, slugify
+from foxhunt.rules.planner import FamilyPlan, PlanOptions, plan_family
+
+
+class OutputError(Exception):
+    """The output directory cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which IOCs go into the packs."""
+
+    min_confidence: int | None = None
+    since: datetime | None = None
+    families: tuple[str, ...] = ()
+    ioc_types: tuple[IocType, ...] = ()
+
+    def keeps(self, ioc: Ioc) -> bool:
+        if self.min_confidence is not None and (ioc.confidence or 0) < self.min_confidence:
+            return False
+        if self.since is not None and (ioc.seen is None or ioc.seen < self.since):
+            return False
+        if self.ioc_types and ioc.ioc_type not in self.ioc_types:
+            return False
+        if self.families:
+            names = {ioc.malware.lower(), ioc.malware_printable.lower(), slugify(ioc.malware)}
+            return any(f.lower() in names for f in self.families)
+        return True
+
+
+@dataclass(slots=True)
+class BuildResult:
+    feed: FeedResult
+    plans: list[FamilyPlan] = field(default_factory=list)
+    selected: int = 0
+    manifest: dict = field(default_factory=dict)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise OutputError(
+            f"{out} is not empty and holds no foxhunt pack (manifest.json); refusing to replace it"
+        )
+
+
+def build(
+    feeds: Sequence[str | Path],
+    out: Path,
+    *,
+    feed_format: str | None = None,
+    selection: Selection = Selection(),
+    options: PlanOptions = PlanOptions(),
+    progress: Callable[[Sequence[Family]], Iterable[Family]] | None = None,
+) -> BuildResult:
+    """Read `feeds`, plan every family and write the packs to `out` (replacing a previous pack)."""
+    _check_output(out)
+    feed = read_feeds(list(feeds), feed_format)
+    kept = [ioc for ioc in feed.iocs if selection.keeps(ioc)]
+    result = BuildResult(feed=feed, selected=len(kept))
+    families = group_families(kept)
+    result.plans = [plan_family(family, options) for family in (progress(families) if progress else families)]
+    staged = staging_dir(out)
+    try:
+        result.manifest = write_pack(staged, result.plans, feed.files, feed.rejects)
+        replace_dir(staged, out)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return result

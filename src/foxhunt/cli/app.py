@@ -1,0 +1,213 @@
+"""The `foxhunt` command line.
+
+Exit codes: 0 success (rejected records are reported but do not fail the run, unless --strict);
+1 --strict and some records were rejected; 2 usage error, a feed that cannot be read, or an unusable
+output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table as RichTable
+
+from foxhunt import __version__
+from foxhunt.build import BuildResult, OutputError, Selection, build
+from foxhunt.feeds import FORMATS, FeedError
+from foxhunt.model import IocType
+from foxhunt.rules.families import Family
+from foxhunt.rules.planner import PlanOptions
+
+app = typer.Typer(
+    help="ThreatFox IOCs in, validated Microsoft Sentinel / Defender XDR hunting packs out.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_OK, EXIT_REJECTS, EXIT_INPUT = 0, 1, 2
+SHOWN_REJECTS = 20
+DEMO_FEED = "threatfox-2022-02-20.json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"foxhunt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """foxhunt: turn abuse.ch ThreatFox IOCs into hunting packs (exit codes: 0 ok, 1 --strict rejects, 2 input)."""
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO date or time: {value!r} (e.g. 2026-11-01)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _progress(families: Sequence[Family]) -> Iterator[Family]:
+    """The families, with a progress bar on a terminal (nothing when stderr is not a TTY)."""
+    if not err.is_terminal:
+        yield from families
+        return
+    with Progress(TextColumn("building packs"), BarColumn(), MofNCompleteColumn(), console=err) as bar:
+        task = bar.add_task("families", total=len(families))
+        for family in families:
+            yield family
+            bar.advance(task)
+
+
+def _report(result: BuildResult, target: Path, output_format: str) -> None:
+    feed = result.feed
+    summary = {
+        "output": str(target),
+        "families": len(result.plans),
+        "iocs": result.selected,
+        "read": len(feed.iocs),
+        "rejected": len(feed.rejects),
+        "duplicates": feed.duplicates,
+        "hunting_queries": sum(len(p.hunting) for p in result.plans),
+        "analytics_rules": sum(len(p.analytics) for p in result.plans),
+        "index": str(target / "index.md"),
+    }
+    for reject in feed.rejects[:SHOWN_REJECTS]:
+        err.print(f"rejected: {reject}", markup=False, highlight=False)
+    if len(feed.rejects) > SHOWN_REJECTS:
+        err.print(
+            f"... and {len(feed.rejects) - SHOWN_REJECTS} more rejected records, all in {target / 'rejected.csv'}"
+        )
+    if output_format == "json":
+        print(json.dumps(summary, indent=2))
+        return
+    table = RichTable(title=f"foxhunt packs in {target}")
+    for column in ("Family", "IOCs", "IOC types", "Hunting", "Rules", "Page"):
+        table.add_column(column)
+    for plan in result.plans:
+        family = plan.family
+        table.add_row(
+            family.name,
+            str(len(family.iocs)),
+            ", ".join(f"{t} {n}" for t, n in family.ioc_types.items()),
+            str(len(plan.hunting)),
+            str(len(plan.analytics)),
+            str(target / family.slug / "README.md"),
+        )
+    out.print(table)
+    out.print(
+        f"{summary['iocs']} IOCs in {summary['families']} families, {summary['rejected']} rejected, "
+        f"{summary['duplicates']} duplicates merged. Index: {summary['index']}"
+    )
+
+
+def _run_build(
+    feeds: list[str], target: Path, *, feed_format, selection, options, output_format, strict
+) -> None:
+    try:
+        result = build(
+            feeds, target, feed_format=feed_format, selection=selection, options=options,
+            progress=_progress,
+        )  # fmt: skip
+    except (FeedError, OutputError) as exc:
+        err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INPUT) from None
+    _report(result, target, output_format)
+    if strict and result.feed.rejects:
+        raise typer.Exit(EXIT_REJECTS)
+
+
+FeedFormat = Annotated[
+    str | None,
+    typer.Option("--feed-format", help=f"Force the feed format ({', '.join(FORMATS)}); default: detect."),
+]
+OutputFormat = Annotated[str, typer.Option("--format", help="Summary as a rich 'table' or 'json'.")]
+
+
+@app.command("build")
+def build_command(
+    feeds: Annotated[
+        list[str], typer.Argument(help="ThreatFox feeds: API answers, CSV or JSON exports, .zip/.gz.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (replaced atomically).")],
+    feed_format: FeedFormat = None,
+    min_confidence: Annotated[
+        int | None, typer.Option(min=0, max=100, help="Drop IOCs below this confidence.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Keep IOCs last (or first) seen on or after this ISO date.")
+    ] = None,
+    family: Annotated[
+        list[str] | None, typer.Option(help="Only this family (malware id, name or slug); repeatable.")
+    ] = None,
+    ioc_type: Annotated[list[IocType] | None, typer.Option(help="Only these IOC types; repeatable.")] = None,
+    lookback: Annotated[
+        str, typer.Option(help="Hunting query lookback, a KQL timespan such as 14d or 36h.")
+    ] = "14d",
+    max_rules_per_family: Annotated[
+        int, typer.Option(min=1, help="Numbered rules per table and variant before switching to a watchlist.")
+    ] = 10,
+    output_format: OutputFormat = "table",
+    strict: Annotated[bool, typer.Option(help="Exit 1 when any input record was rejected.")] = False,
+) -> None:
+    """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
+    if not _valid_timespan(lookback):
+        raise typer.BadParameter(
+            f"not a KQL timespan: {lookback!r} (e.g. 14d, 36h, 90m)", param_hint="--lookback"
+        )
+    selection = Selection(
+        min_confidence=min_confidence,
+        since=_parse_since(since),
+        families=tuple(family or ()),
+        ioc_types=tuple(ioc_type or ()),
+    )
+    options = PlanOptions(lookback=lookback, max_rules=max_rules_per_family)
+    _run_build(feeds, output, feed_format=feed_format, selection=selection, options=options,
+               output_format=output_format, strict=strict)  # fmt: skip
+
+
+def _valid_timespan(value: str) -> bool:
+    number, unit = value[:-1], value[-1:]
+    return unit in ("d", "h", "m", "s") and number.isdigit() and int(number) > 0
+
+
+@app.command("demo")
+def demo_command(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write (default: a temp dir).")
+    ] = None,
+    output_format: OutputFormat = "table",
+) -> None:
+    """Build packs from the bundled real ThreatFox snapshot (452 IOCs of 20 families, February 2022)."""
+    target = output or Path(tempfile.mkdtemp(prefix="foxhunt-demo-")) / "packs"
+    with resources.as_file(resources.files("foxhunt.data").joinpath(DEMO_FEED)) as feed:
+        _run_build([str(feed)], target, feed_format=None, selection=Selection(), options=PlanOptions(),
+                   output_format=output_format, strict=False)  # fmt: skip
+
+
+def main() -> None:
+    app(prog_name="foxhunt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Write rule packs: per family a page, hunting KQL, Sentinel rules, watchlists and the IOC list."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from foxhunt.catalog.scenarios import load_scenarios, scenarios_for
+from foxhunt.model import Ioc, Reject
+from foxhunt.render.page import render_page
+from foxhunt.render.sentinel import (
+    MAX_ARM_RESOURCES,
+    MAX_ARM_TEMPLATE_BYTES,
+    render_arm_template,
+    render_rule_yaml,
+)
+from foxhunt.rules.model import AnalyticRule
+from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
+
+IOC_COLUMNS = (
+    "ioc_type", "value", "threat_type", "malware", "malware_printable", "confidence",
+    "first_seen", "last_seen", "threatfox_id", "reference", "tags", "reporter",
+)  # fmt: skip
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _ioc_row(ioc: Ioc) -> tuple[object, ...]:
+    return (
+        ioc.ioc_type.value, ioc.value, ioc.threat_type, ioc.malware, ioc.malware_printable,
+        "" if ioc.confidence is None else ioc.confidence,
+        ioc.first_seen.isoformat() if ioc.first_seen else "", ioc.last_seen.isoformat() if ioc.last_seen else "",
+        ioc.threatfox_id or "", ioc.reference or "", ",".join(ioc.tags), ioc.reporter or "",
+    )  # fmt: skip
+
+
+def _write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def _hunting_path(table: str, variant: str, platform: str) -> str:
+    folder = "hunting" if platform == "sentinel" else "hunting/defender"
+    return f"{folder}/{table}-{variant}.kql"
+
+
+def write_family(root: Path, plan: FamilyPlan, sources: Sequence[str]) -> list[dict]:
+    """Write one family's folder under `root`; return its manifest rule entries."""
+    slug = plan.family.slug
+    files: dict[str, str] = {}
+    rules: list[dict] = []
+    for query in plan.hunting:
+        files[query.id] = _hunting_path(query.table, query.variant, query.platform)
+        _write(root, f"{slug}/{files[query.id]}", query.kql)
+        rules.append(
+            {"id": query.id, "family": slug, "kind": "hunting", "table": query.table, "variant": query.variant,
+             "platform": query.platform, "ioc_types": list(query.ioc_types), "path": f"{slug}/{files[query.id]}",
+             "format": "kql"}
+        )  # fmt: skip
+    for rule in plan.analytics:
+        files[rule.id] = f"sentinel/{rule.table}-{rule.variant}.yaml"
+        _write(root, f"{slug}/{files[rule.id]}", render_rule_yaml(rule))
+        rules.append(
+            {"id": rule.id, "family": slug, "kind": "analytic", "table": rule.table, "variant": rule.variant,
+             "platform": "sentinel", "ioc_types": list(rule.ioc_types), "path": f"{slug}/{files[rule.id]}",
+             "format": "sentinel-yaml", "severity": rule.severity}
+        )  # fmt: skip
+    for watchlist in plan.watchlists:
+        _write(root, f"{slug}/watchlists/{watchlist.alias}.csv", _csv(WATCHLIST_COLUMNS, watchlist.rows))
+    _write(root, f"{slug}/iocs.csv", _csv(IOC_COLUMNS, [_ioc_row(i) for i in plan.family.iocs]))
+    tables = sorted({q.table for q in plan.hunting})
+    threat_types = sorted(plan.family.threat_types)
+    scenarios = scenarios_for(sorted(plan.family.ioc_types), tables, threat_types)
+    _write(root, f"{slug}/README.md", render_page(plan, files, scenarios, sources))
+    return rules
+
+
+def _index(plans: Sequence[FamilyPlan], rejected: int) -> str:
+    lines = [
+        "# foxhunt rule packs",
+        "",
+        f"{len(plans)} malware families, {sum(len(p.family.iocs) for p in plans)} IOCs"
+        + (f"; {rejected} input records rejected (see rejected.csv)." if rejected else "."),
+        "",
+        "| Family | IOCs | IOC types | Hunting queries | Analytics rules |",
+        "|---|---|---|---|---|",
+    ]
+    for plan in plans:
+        family = plan.family
+        types = ", ".join(f"{t} {n}" for t, n in family.ioc_types.items())
+        lines.append(
+            f"| [{family.name}]({family.slug}/README.md) | {len(family.iocs)} | {types} | "
+            f"{len(plan.hunting)} | {len(plan.analytics)} |"
+        )
+    lines += ["", "Deploy every analytics rule at once: `sentinel-arm.json` (see the foxhunt README).", ""]
+    return "\n".join(lines)
+
+
+def arm_batches(rules: Sequence[AnalyticRule]) -> list[list[AnalyticRule]]:
+    """Consecutive batches of rules that each fit one ARM template (resource count and size)."""
+    batches: list[list[AnalyticRule]] = [[]]
+    size = len(render_arm_template([]))
+    for rule in rules:
+        rule_size = len(render_arm_template([rule])) - len(render_arm_template([]))
+        if batches[-1] and (
+            len(batches[-1]) >= MAX_ARM_RESOURCES or size + rule_size > MAX_ARM_TEMPLATE_BYTES
+        ):
+            batches.append([])
+            size = len(render_arm_template([]))
+        batches[-1].append(rule)
+        size += rule_size
+    return batches
+
+
+def write_pack(
+    root: Path, plans: Sequence[FamilyPlan], sources: Sequence[str], rejects: Sequence[Reject]
+) -> dict:
+    """Write every family, the index, the ARM template and the manifest into `root` (an empty dir)."""
+    load_scenarios()  # fail early on a broken scenario library
+    manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
+    for plan in plans:
+        family = plan.family
+        manifest["rules"] += write_family(root, plan, sources)
+        manifest["families"].append(
+            {"name": family.name, "slug": family.slug, "malware": family.malware, "ioc_count": len(family.iocs),
+             "ioc_types": family.ioc_types, "page": f"{family.slug}/README.md",
+             "watchlists": [f"{family.slug}/watchlists/{w.alias}.csv" for w in plan.watchlists]}
+        )  # fmt: skip
+    analytics = [rule for plan in plans for rule in plan.analytics]
+    for number, batch in enumerate(arm_batches(analytics), 1):
+        path = "sentinel-arm.json" if number == 1 else f"sentinel-arm-{number}.json"
+        _write(root, path, render_arm_template(batch))
+        manifest["rules"].append(
+            {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None,
+             "ioc_types": sorted({t for r in batch for t in r.ioc_types}), "path": path, "format": "arm"}
+        )  # fmt: skip
+    if rejects:
+        _write(
+            root,
+            "rejected.csv",
+            _csv(
+                ("file", "record", "reason", "value"),
+                [(r.file, r.record, r.reason, r.value) for r in rejects],
+            ),
+        )
+    _write(root, "index.md", _index(plans, len(rejects)))
+    _write(root, "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest

@@ -1,0 +1,265 @@
+"""Plan a family's rule pack: hunting queries and analytics rules per table and variant.
+
+A query stays under Sentinel's 10,000-character limit: a large IOC list is split into numbered
+queries, up to `max_rules` per table and variant; past that the family's IOCs go to a Sentinel
+watchlist and one query per table and variant reads it with `_GetWatchlist`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from foxhunt.catalog import Table, load_catalog
+from foxhunt.matching.kql import INLINE, ListSource, compile_query, ioc_lists, kql_string
+from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, VARIANTS, Variant
+from foxhunt.model import Ioc
+from foxhunt.rules.families import Family
+from foxhunt.rules.model import AnalyticRule, EntityMapping, HuntingQuery
+
+QUERY_LIMIT = 10_000  # characters, Sentinel's limit for a scheduled rule's query
+WATCHLIST_FILE_LIMIT = 3_800_000  # bytes, Sentinel's limit for one uploaded watchlist file
+FOXHUNT_NAMESPACE = uuid.UUID("5b0c2f4e-6f0a-5d1e-9a57-7c1f0e3b9d21")
+
+TACTICS = {
+    "botnet_cc": ("CommandAndControl", "T1071"),
+    "payload_delivery": ("CommandAndControl", "T1105"),
+    "payload": ("Execution", "T1204"),
+}
+SEVERITIES = ("Informational", "Low", "Medium", "High")
+ENTITY_IDENTIFIERS = {
+    "host": ("Host", "HostName"),
+    "account": ("Account", "FullName"),
+    "ip": ("IP", "Address"),
+}
+WATCHLIST_COLUMNS = (
+    "SearchKey",
+    "Kind",
+    "IocType",
+    "Ioc",
+    "ThreatType",
+    "Confidence",
+    "FirstSeen",
+    "LastSeen",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    lookback: str = "14d"
+    rule_frequency: str = "1h"
+    max_rules: int = 10
+    tables: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Watchlist:
+    alias: str
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(slots=True)
+class FamilyPlan:
+    family: Family
+    hunting: list[HuntingQuery] = field(default_factory=list)
+    analytics: list[AnalyticRule] = field(default_factory=list)
+    watchlists: list[Watchlist] = field(default_factory=list)
+    chunks: dict[tuple[str, str], list[list[Ioc]]] = field(default_factory=dict)
+
+
+def stable_id(*parts: str) -> str:
+    return str(uuid.uuid5(FOXHUNT_NAMESPACE, "|".join(parts)))
+
+
+def severity(variant: Variant, iocs: Sequence[Ioc]) -> str:
+    """High from 90% confidence, Medium from 50%, else Low; one step lower for ip-only matches."""
+    confidence = max((i.confidence if i.confidence is not None else 50) for i in iocs)
+    level = 3 if confidence >= 90 else 2 if confidence >= 50 else 1
+    return SEVERITIES[level - 1 if variant is IP_ONLY else level]
+
+
+def _ioc_cost(variant: Variant, ioc: Ioc) -> int:
+    """Characters one IOC adds to a query's lists."""
+    return sum(len(kql_string(v)) + 2 for values in ioc_lists(variant, [ioc]).values() for v in values)
+
+
+def split_by_length(
+    table: Table, variant: Variant, iocs: Sequence[Ioc], limit: int = QUERY_LIMIT
+) -> list[list[Ioc]]:
+    """Consecutive chunks of `iocs` whose compiled analytics query stays within `limit` characters."""
+    overhead = len(compile_query(table, variant, iocs[:1], order=False)) - _ioc_cost(variant, iocs[0])
+    budget = limit - overhead - 400  # room for the header comment and extra domain label counts
+    chunks: list[list[Ioc]] = [[]]
+    used = 0
+    for ioc in iocs:
+        cost = _ioc_cost(variant, ioc)
+        if chunks[-1] and used + cost > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(ioc)
+        used += cost
+    return chunks
+
+
+def _entity_mappings(table: Table, variant: Variant) -> tuple[EntityMapping, ...]:
+    mappings = [EntityMapping(*ENTITY_IDENTIFIERS[role], column) for role, column in table.entities.items()]
+    if variant in (IP_PORT, IP_ONLY):
+        mappings.append(EntityMapping("IP", "Address", "MatchedIp"))
+    elif variant is DOMAIN:
+        mappings.append(EntityMapping("DNS", "DomainName", "MatchedValue"))
+    elif variant is URL:
+        mappings.append(EntityMapping("URL", "Url", "MatchedValue"))
+    elif variant is HASH:
+        mappings.append(
+            EntityMapping("FileHash", "Value", "MatchedIoc", extra_fields=(("Algorithm", "HashAlgorithm"),))
+        )
+    return tuple(mappings)
+
+
+def _watchlist_row(value: str, kind: str, ioc: Ioc) -> tuple[str, ...]:
+    return (
+        value,
+        kind,
+        ioc.ioc_type.value,
+        ioc.value,
+        ioc.threat_type,
+        "" if ioc.confidence is None else str(ioc.confidence),
+        ioc.first_seen.isoformat() if ioc.first_seen else "",
+        ioc.last_seen.isoformat() if ioc.last_seen else "",
+    )
+
+
+def _watchlists(family: Family, variants: Sequence[Variant]) -> list[Watchlist]:
+    """The family's IOC lists as watchlist rows, split into files under Sentinel's upload limit."""
+    rows: dict[tuple[str, str], tuple[str, ...]] = {}
+    for variant in variants:
+        for ioc in family.iocs:
+            if ioc.ioc_type not in variant.ioc_types:
+                continue
+            for kind, values in ioc_lists(variant, [ioc]).items():
+                for value in values:
+                    rows.setdefault((kind, value), _watchlist_row(value, kind, ioc))
+    ordered = [rows[key] for key in sorted(rows)]
+    files: list[list[tuple[str, ...]]] = [[]]
+    size = len(",".join(WATCHLIST_COLUMNS)) + 1
+    for row in ordered:
+        row_size = len(",".join(row).encode()) + 8  # quoting and line end
+        if files[-1] and size + row_size > WATCHLIST_FILE_LIMIT:
+            files.append([])
+            size = len(",".join(WATCHLIST_COLUMNS)) + 1
+        files[-1].append(row)
+        size += row_size
+    base = f"foxhunt_{family.slug.replace('-', '_')}"
+    aliases = [base] if len(files) == 1 else [f"{base}_{n}" for n in range(1, len(files) + 1)]
+    return [Watchlist(alias, tuple(rows)) for alias, rows in zip(aliases, files, strict=True)]
+
+
+def _description(family: Family, table: Table, variant: Variant, iocs: Sequence[Ioc], part: str) -> str:
+    confidences = sorted(i.confidence for i in iocs if i.confidence is not None)
+    conf = f" ThreatFox confidence {confidences[0]}-{confidences[-1]}%." if confidences else ""
+    aliases = f" (also known as {', '.join(family.aliases)})" if family.aliases else ""
+    return (
+        f"Matches {len(iocs)} ThreatFox {variant.title} IOCs of {family.name}{aliases} in {table.name}"
+        f"{part}: {table.summary}.{conf} Matching: {variant.match_type} - see the pack README for the exact "
+        f"semantics and false-positive guidance. Generated by foxhunt from abuse.ch ThreatFox data (CC0)."
+    )
+
+
+def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyPlan:
+    """All hunting queries and analytics rules of one family."""
+    plan = FamilyPlan(family)
+    catalog = load_catalog()
+    tables = [catalog[name] for name in options.tables] if options.tables else list(catalog.values())
+    work: list[tuple[Table, Variant, list[Ioc]]] = []
+    for variant in VARIANTS:
+        members = [i for i in family.iocs if i.ioc_type in variant.ioc_types]
+        if members:
+            work += [(t, variant, members) for t in tables if variant.applies_to(t)]
+    chunked = {(t.name, v.name): split_by_length(t, v, members) for t, v, members in work}
+    use_watchlist = any(len(chunks) > options.max_rules for chunks in chunked.values())
+    if use_watchlist:
+        plan.watchlists = _watchlists(family, sorted({v for _, v, _ in work}, key=VARIANTS.index))
+        source = ListSource(tuple(w.alias for w in plan.watchlists))
+        chunked = {key: [members] for (key, (_, _, members)) in zip(chunked, work, strict=True)}
+    else:
+        source = INLINE
+    for table, variant, _ in work:
+        chunks = chunked[(table.name, variant.name)]
+        plan.chunks[(table.name, variant.name)] = chunks
+        for number, chunk in enumerate(chunks, 1):
+            name = variant.name if len(chunks) == 1 else f"{variant.name}-{number}"
+            part = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
+            _add_queries(plan, table, variant, name, chunk, part, source, options)
+    return plan
+
+
+def _add_queries(
+    plan: FamilyPlan,
+    table: Table,
+    variant: Variant,
+    name: str,
+    iocs: list[Ioc],
+    part: str,
+    source: ListSource,
+    options: PlanOptions,
+) -> None:
+    family = plan.family
+    types = tuple(sorted({i.ioc_type.value for i in iocs}))
+    header = [
+        f"foxhunt | {family.name} | {variant.title} IOCs in {table.name}{part}",
+        f"{len(iocs)} IOCs from abuse.ch ThreatFox; match: {variant.match_type}.",
+    ]
+    platforms = ("sentinel",) if source.watchlists else table.platforms
+    for platform in platforms:
+        plan.hunting.append(
+            HuntingQuery(
+                id=stable_id(family.malware, table.name, name, platform, "hunting"),
+                family_slug=family.slug,
+                family_name=family.name,
+                table=table.name,
+                variant=name,
+                ioc_types=types,
+                ioc_count=len(iocs),
+                kql=compile_query(
+                    table,
+                    variant,
+                    iocs,
+                    platform=platform,
+                    lookback=options.lookback,
+                    header=header,
+                    source=source,
+                ),
+                platform=platform,
+                watchlist=",".join(source.watchlists) or None,
+            )
+        )
+    tactics = sorted({TACTICS.get(i.threat_type, TACTICS["botnet_cc"]) for i in iocs})
+    plan.analytics.append(
+        AnalyticRule(
+            id=stable_id(family.malware, table.name, name, "analytic"),
+            name=f"foxhunt - {family.name} {variant.name} IOC in {table.name}{part}",
+            description=_description(family, table, variant, iocs, part),
+            severity=severity(variant, iocs),
+            query=compile_query(
+                table,
+                variant,
+                iocs,
+                lookback=options.rule_frequency,
+                header=header,
+                source=source,
+                order=False,
+            ),
+            family_slug=family.slug,
+            table=table.name,
+            variant=name,
+            ioc_types=types,
+            connectors=table.connectors,
+            tactics=tuple(sorted({t for t, _ in tactics})),
+            techniques=tuple(sorted({t for _, t in tactics})),
+            entity_mappings=_entity_mappings(table, variant),
+            query_frequency=options.rule_frequency,
+            query_period=options.rule_frequency,
+            tags=("foxhunt", "ThreatFox", family.name),
+        )
+    )

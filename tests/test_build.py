@@ -1,0 +1,210 @@
+"""`foxhunt build` end to end on real ThreatFox data: packs, pages, rules, manifest, atomic output."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from foxhunt.build import build
+from foxhunt.cli.app import app
+from foxhunt.rules.planner import QUERY_LIMIT
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "threatfox"
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "foxhunt" / "data" / "threatfox-2022-02-20.json"
+DUMP_2022 = SHARED / "api-get_iocs-2022-02-20.json" if SHARED.exists() else BUNDLED
+SEED_CSV = SHARED / "seed-fakeupdates.csv"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def dump_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dump") / "packs"
+    build([DUMP_2022], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def seed_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SEED_CSV.exists():
+        pytest.skip("../shared/data/threatfox/seed-fakeupdates.csv is not beside the repository")
+    out = tmp_path_factory.mktemp("seed") / "packs"
+    build([SEED_CSV], out)
+    return out
+
+
+def all_kql(pack: Path) -> list[tuple[str, str, str]]:
+    """(id, kql, platform) of every query the pack emits: hunting files, rule queries, page exclusions."""
+    manifest = json.loads((pack / "manifest.json").read_text())
+    queries = []
+    for entry in manifest["rules"]:
+        path = pack / entry["path"]
+        if entry["format"] == "kql":
+            queries.append((entry["path"], path.read_text(), entry["platform"]))
+        elif entry["format"] == "sentinel-yaml":
+            queries.append((entry["path"], yaml.safe_load(path.read_text())["query"], "sentinel"))
+        elif entry["format"] == "arm":
+            for resource in json.loads(path.read_text())["resources"]:
+                queries.append(
+                    (f"{entry['path']}:{resource['name']}", resource["properties"]["query"], "sentinel")
+                )
+    for family in manifest["families"]:
+        page = (pack / family["page"]).read_text()
+        for n, (table, expression) in enumerate(
+            re.findall(r"^(\w+):\n\n```kql\n\| where not\((.*)\)\n```", page, re.M)
+        ):
+            queries.append(
+                (f"{family['page']}#fp{n}", f"{table} | where not({expression}) | take 1", "sentinel")
+            )
+    return queries
+
+
+def test_dump_gives_20_family_packs_with_all_452_iocs(dump_pack: Path) -> None:
+    source = json.loads(DUMP_2022.read_text())
+    manifest = json.loads((dump_pack / "manifest.json").read_text())
+    assert len(manifest["families"]) == len({r["malware"] for r in source}) == 20
+    assert sum(f["ioc_count"] for f in manifest["families"]) == len(source) == 452
+    assert manifest["rejected"] == 0
+    assert {r["kind"] for r in manifest["rules"]} == {"hunting", "analytic"}
+    for family in manifest["families"]:
+        with (dump_pack / family["slug"] / "iocs.csv").open() as handle:
+            assert sum(1 for _ in csv.DictReader(handle)) == family["ioc_count"]
+        assert (dump_pack / family["page"]).is_file()
+    for entry in manifest["rules"]:
+        assert (dump_pack / entry["path"]).is_file(), entry["path"]
+
+
+def test_every_emitted_query_passes_the_kusto_parser(dump_pack: Path, seed_pack: Path, kql_oracle) -> None:
+    for pack in (dump_pack, seed_pack):
+        queries = all_kql(pack)
+        assert any("#fp" in q[0] for q in queries), "no false-positive exclusion found on the pages"
+        for platform in ("sentinel", "defender"):
+            unique = {kql: qid for qid, kql, p in queries if p == platform}  # ARM repeats the YAML queries
+            batch = [(qid, kql) for kql, qid in unique.items()]
+            results = kql_oracle.check(batch, platform=platform)
+            errors = {qid: [str(d) for d in diags] for qid, diags in results.items() if diags}
+            assert not errors, errors
+            assert len(results) == len(batch)
+
+
+def test_rule_queries_fit_sentinel_limit_and_ids_are_stable(dump_pack: Path) -> None:
+    manifest = json.loads((dump_pack / "manifest.json").read_text())
+    ids = [r["id"] for r in manifest["rules"]]
+    assert len(ids) == len(set(ids))
+    for entry in manifest["rules"]:
+        if entry["format"] == "sentinel-yaml":
+            rule = yaml.safe_load((dump_pack / entry["path"]).read_text())
+            assert len(rule["query"]) <= QUERY_LIMIT
+            assert rule["id"] == entry["id"]
+            assert rule["kind"] == "Scheduled"
+            assert rule["requiredDataConnectors"][0]["dataTypes"] == [entry["table"]]
+
+
+def test_build_is_deterministic(dump_pack: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    build([DUMP_2022], again)
+    assert tree_digest(again) == tree_digest(dump_pack)
+
+
+def test_seed_page_has_every_section_and_none_of_the_seed_defects(seed_pack: Path) -> None:
+    page = (seed_pack / "js-fakeupdates" / "README.md").read_text()
+    for section in ("## IOC summary", "## IOCs", "## Hunting queries", "## Tables and data connectors",
+                    "## False-positive scenarios", "## Analytics rules"):  # fmt: skip
+        assert section in page
+    assert "138[.]124[.]79[.]146:443" in page and "cpanel[.]houston-familyoffice[.]com" in page
+    kql_blocks = re.findall(r"```kql\n(.*?)```", page, re.S)
+    hunting = [b for b in kql_blocks if "let lookback" in b]
+    assert hunting and all("ago(lookback)" in b for b in hunting)
+    assert not any(re.search(r"\b(has_any|has|contains)\b", b) for b in hunting)
+    ip_port = [b for b in hunting if "ioc_endpoints" in b and "ioc_ips" not in b]
+    assert ip_port and all("endpoint(" in b and "Port" in b for b in ip_port)
+    domain_tables = {re.search(r"^(\w+)\n\| where", b, re.M).group(1) for b in hunting if "ioc_domains" in b}
+    assert {"DnsEvents", "DeviceNetworkEvents", "CommonSecurityLog", "UrlClickEvents"} <= domain_tables
+    assert "Ensure this data connector is enabled" not in page
+    for prose_field in ("file.download.server", "process.name", "destination.host", "file.name"):
+        assert prose_field not in page
+    for scenario in ("Scheduled system update job", "patch", "Log collection", "Backup", "CI/CD"):
+        assert scenario.lower() in page.lower()
+    assert page.endswith("\n") and page.count("```") % 2 == 0
+
+
+def test_failed_build_leaves_previous_output_intact(dump_pack: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "packs"
+    build([DUMP_2022], out)
+    before = tree_digest(out)
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("foxhunt.build.write_pack", explode)
+    with pytest.raises(RuntimeError):
+        build([SEED_CSV if SEED_CSV.exists() else DUMP_2022], out)
+    assert tree_digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["packs"]  # no staging directory left behind
+
+
+runner = CliRunner()
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["build", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "nope.csv" in missing.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    refused = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(tmp_path / "mine")])
+    assert refused.exit_code == 2 and (tmp_path / "mine" / "notes.txt").exists()
+    ok = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(tmp_path / "o"), "--format", "json"])
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.stdout)
+    assert summary["families"] == 20 and summary["iocs"] == 452
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        SEED_CSV.read_text().replace("138.124.79.146:443", "138.124.79.256:443") if SEED_CSV.exists() else ""
+    )
+    if SEED_CSV.exists():
+        strict = runner.invoke(app, ["build", str(bad), "-o", str(tmp_path / "s"), "--strict"])
+        assert strict.exit_code == 1
+        assert "record 1" in strict.output and "138.124.79.256" in strict.output
+
+
+def test_filters_select_iocs(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            str(DUMP_2022),
+            "-o",
+            str(tmp_path / "o"),
+            "--family",
+            "Mirai",
+            "--ioc-type",
+            "url",
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    source = json.loads(DUMP_2022.read_text())
+    assert json.loads(result.stdout)["iocs"] == sum(
+        1 for r in source if r["malware_printable"] == "Mirai" and r["ioc_type"] == "url"
+    )
+
+
+def test_demo_runs_on_bundled_data(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["families"] == 20
+    assert (tmp_path / "demo" / "index.md").is_file()
