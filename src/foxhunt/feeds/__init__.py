@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from foxhunt.feeds.dedupe import deduplicate
@@ -29,5 +31,19 @@ def read_feeds(paths: Sequence[str | Path], fmt: str | None = None) -> FeedResul
                 else:
                     result.rejects.append(item)
 
-    result.iocs, result.duplicates = deduplicate(accepted())
+    with _cyclic_gc_paused():
+        result.iocs, result.duplicates = deduplicate(accepted())
     return result
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cycle collector: it would rescan every IOC kept so far again and again (~15% of a full
+    dump's read time), and IOCs form no reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

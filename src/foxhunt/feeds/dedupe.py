@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 
-from foxhunt.model import Ioc
+from foxhunt.model import Ioc, IocType
 
 NEVER_SEEN = datetime.min.replace(tzinfo=UTC)
 
@@ -15,6 +16,16 @@ def _keep_newer(kept: dict[Hashable, Ioc], key: Hashable, ioc: Ioc) -> None:
     current = kept.get(key)
     if current is None or (ioc.seen or NEVER_SEEN) > (current.seen or NEVER_SEEN):
         kept[key] = ioc
+
+
+def sort_iocs(iocs: Iterable[Ioc]) -> list[Ioc]:
+    """By (malware, ioc_type, value); grouping first and sorting each group by value string is several
+    times cheaper than comparing a million key tuples."""
+    groups: dict[tuple[str, IocType], list[Ioc]] = {}
+    for ioc in iocs:
+        groups.setdefault((ioc.malware, ioc.ioc_type), []).append(ioc)
+    by_value = attrgetter("value")
+    return [ioc for group in sorted(groups) for ioc in sorted(groups[group], key=by_value)]
 
 
 def deduplicate(iocs: Iterable[Ioc]) -> tuple[list[Ioc], int]:
@@ -31,5 +42,5 @@ def deduplicate(iocs: Iterable[Ioc]) -> tuple[list[Ioc], int]:
     by_value: dict[Hashable, Ioc] = {}
     for ioc in by_id.values():
         _keep_newer(by_value, (ioc.ioc_type, ioc.value), ioc)
-    survivors = sorted(by_value.values(), key=lambda ioc: (ioc.malware, ioc.ioc_type, ioc.value))
+    survivors = sort_iocs(by_value.values())
     return survivors, total - len(survivors)

@@ -8,10 +8,17 @@ from foxhunt.catalog import load_catalog
 from foxhunt.catalog.scenarios import FpScenario
 from foxhunt.model import Ioc
 from foxhunt.normalize import defang
+from foxhunt.rules.families import iocs_count
 from foxhunt.rules.planner import FamilyPlan
 
 PAGE_IOC_ROWS = 200
 SHOWN_CHUNKS = 2  # numbered queries of one table and variant shown in full on the page
+
+
+def _base_variant(name: str) -> str:
+    """The variant without its part number: ``domain-2`` -> ``domain``."""
+    head, _, tail = name.rpartition("-")
+    return head if tail.isdigit() else name
 
 
 def _date(ioc_time) -> str:
@@ -44,7 +51,7 @@ def _description(plan: FamilyPlan) -> list[str]:
     if family.malpedia:
         facts.append(f"[Malpedia entry]({family.malpedia})")
     lines.append(
-        f"Hunting queries and Microsoft Sentinel analytics rules for the {len(family.iocs)} IOCs that abuse.ch "
+        f"Hunting queries and Microsoft Sentinel analytics rules for the {iocs_count(len(family.iocs))} that abuse.ch "
         f"ThreatFox lists for **{family.name}** ({'; '.join(facts)}). ThreatFox classifies them as: "
         f"{_counts(family.threat_types)}."
     )
@@ -84,7 +91,7 @@ def _ioc_table(plan: FamilyPlan) -> list[str]:
     return [*lines, ""]
 
 
-SEMANTICS = """How the queries match (the same rules in every query and in `foxhunt hunt`):
+SEMANTICS = """How the queries match (the same rules in every query foxhunt emits):
 
 - **ip:port**: the IP *and* the port must match, on every IP/port column pair of the table (for example
   destination and source in CommonSecurityLog). The IP seen on another port is reported by the separate,
@@ -112,14 +119,14 @@ def _queries(plan: FamilyPlan, files: dict[str, str]) -> list[str]:
     for query in plan.hunting:
         if query.platform != "sentinel":
             continue
-        key = (query.table, query.variant.rsplit("-", 1)[0] if query.variant[-1].isdigit() else query.variant)
+        key = (query.table, _base_variant(query.variant))
         shown[key] = shown.get(key, 0) + 1
         path = files[query.id]
         if shown[key] > SHOWN_CHUNKS:
             lines += [f"- further part: [{path}]({path})"]
             continue
         lines += [
-            f"### {query.table}: {query.variant} ({query.ioc_count} IOCs)",
+            f"### {query.table}: {query.variant} ({iocs_count(query.ioc_count)})",
             "",
             f"File: [{path}]({path})",
         ]
@@ -144,7 +151,7 @@ def _connectors(plan: FamilyPlan) -> list[str]:
     variants: dict[str, list[str]] = {}
     for query in plan.hunting:
         kinds = variants.setdefault(query.table, [])
-        base = query.variant.rstrip("0123456789").rstrip("-")
+        base = _base_variant(query.variant)
         if base not in kinds:
             kinds.append(base)
     lines = [

@@ -11,6 +11,11 @@ from datetime import datetime
 from foxhunt.model import Ioc
 
 
+def iocs_count(n: int) -> str:
+    """``1 IOC``, ``2 IOCs``."""
+    return f"{n} IOC" if n == 1 else f"{n} IOCs"
+
+
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "unknown"
