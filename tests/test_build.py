@@ -111,6 +111,10 @@ def test_rule_queries_fit_sentinel_limit_and_ids_are_stable(dump_pack: Path) -> 
             assert rule["id"] == entry["id"]
             assert rule["kind"] == "Scheduled"
             assert rule["requiredDataConnectors"][0]["dataTypes"] == [entry["table"]]
+            projected = re.findall(r"^\| project (.*)$", rule["query"], re.M)[-1].split(", ")
+            for mapping in rule["entityMappings"]:
+                for field in mapping["fieldMappings"]:
+                    assert field["columnName"] in projected, (entry["path"], field["columnName"])
 
 
 def test_build_is_deterministic(dump_pack: Path, tmp_path: Path) -> None:
@@ -129,7 +133,7 @@ def test_seed_page_has_every_section_and_none_of_the_seed_defects(seed_pack: Pat
     hunting = [b for b in kql_blocks if "let lookback" in b]
     assert hunting and all("ago(lookback)" in b for b in hunting)
     assert not any(re.search(r"\b(has_any|has|contains)\b", b) for b in hunting)
-    ip_port = [b for b in hunting if "ioc_endpoints" in b and "ioc_ips" not in b]
+    ip_port = [b for b in hunting if "ioc_endpoints" in b and '"ip_only"' not in b]
     assert ip_port and all("endpoint(" in b and "Port" in b for b in ip_port)
     domain_tables = {re.search(r"^(\w+)\n\| where", b, re.M).group(1) for b in hunting if "ioc_domains" in b}
     assert {"DnsEvents", "DeviceNetworkEvents", "CommonSecurityLog", "UrlClickEvents"} <= domain_tables
@@ -208,3 +212,23 @@ def test_demo_runs_on_bundled_data(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["families"] == 20
     assert (tmp_path / "demo" / "index.md").is_file()
+
+
+def test_selection_matching_nothing_fails_and_keeps_previous_output(tmp_path: Path) -> None:
+    out = tmp_path / "packs"
+    build([DUMP_2022], out)
+    before = tree_digest(out)
+    result = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(out), "--family", "no-such-family"])
+    assert result.exit_code == 2 and "selection" in result.output
+    assert tree_digest(out) == before
+
+
+def test_family_can_be_selected_by_alias(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["build", str(DUMP_2022), "-o", str(tmp_path / "o"), "--family", "BEACON", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    source = json.loads(DUMP_2022.read_text())
+    assert json.loads(result.stdout)["iocs"] == sum(
+        1 for r in source if "BEACON" in (r.get("malware_alias") or "")
+    )

@@ -191,5 +191,9 @@ def test_normalize_ioc_dispatches_on_type(raw: str, ioc_type: IocType, expected:
 
 def test_defang_round_trips_through_refang() -> None:
     url = "http://evil.example.com/a.php"
-    assert defang(url) == "hxxp[://]evil[.]example[.]com/a.php"
+    assert defang(url) == "hxxp[://]evil[.]example[.]com/a[.]php"
     assert refang(defang(url)) == url
+    # a host hidden in the path is defanged too (a real ThreatFox IOC looks like this)
+    odd = "https://https//deadonsecure.com/dpixel"
+    assert "deadonsecure.com" not in defang(odd)
+    assert refang(defang(odd)) == odd

@@ -12,12 +12,16 @@ from foxhunt.feeds import read_feeds
 from foxhunt.fsutil import replace_dir, staging_dir
 from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import write_pack
-from foxhunt.rules.families import Family, group_families, slugify
+from foxhunt.rules.families import Family, family_slug, group_families
 from foxhunt.rules.planner import FamilyPlan, PlanOptions, plan_family
 
 
 class OutputError(Exception):
     """The output directory cannot be used."""
+
+
+class SelectionError(Exception):
+    """The selection options left no IOC to build from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +41,8 @@ class Selection:
         if self.ioc_types and ioc.ioc_type not in self.ioc_types:
             return False
         if self.families:
-            names = {ioc.malware.lower(), ioc.malware_printable.lower(), slugify(ioc.malware)}
+            names = {ioc.malware.lower(), ioc.malware_printable.lower(), family_slug(ioc.malware)}
+            names |= {alias.lower() for alias in ioc.malware_alias}
             return any(f.lower() in names for f in self.families)
         return True
 
@@ -71,14 +76,30 @@ def build(
     """Read `feeds`, plan every family and write the packs to `out` (replacing a previous pack)."""
     _check_output(out)
     feed = read_feeds(list(feeds), feed_format)
+    if feed.rejects and not feed.iocs:
+        raise SelectionError(
+            f"no valid IOC in {', '.join(feed.files)}: all {len(feed.rejects)} records were rejected "
+            f"(wrong --feed-format?); {out} left as it was"
+        )
     kept = [ioc for ioc in feed.iocs if selection.keeps(ioc)]
+    if feed.iocs and not kept:
+        raise SelectionError(
+            f"none of the {len(feed.iocs)} IOCs read match the selection; {out} left as it was"
+        )
     result = BuildResult(feed=feed, selected=len(kept))
     families = group_families(kept)
     result.plans = [plan_family(family, options) for family in (progress(families) if progress else families)]
-    staged = staging_dir(out)
     try:
-        result.manifest = write_pack(staged, result.plans, feed.files, feed.rejects)
+        staged = staging_dir(out)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
+    try:
+        sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
+        result.manifest = write_pack(staged, result.plans, sources, feed.rejects)
         replace_dir(staged, out)
+    except OSError as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise OutputError(f"cannot write {out}: {exc}") from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise

@@ -1,44 +1,58 @@
-"""Atomic file and directory replacement: an interrupted run leaves the previous output intact."""
+"""Atomic directory replacement: an interrupted run leaves the previous output intact."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+RENAME_EXCHANGE = 2  # linux/fs.h
+AT_FDCWD = -100
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+def _leftovers(target: Path) -> list[Path]:
+    return [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")]
 
 
 def staging_dir(target: Path) -> Path:
-    """A new empty directory beside `target` to build its replacement in."""
+    """A new empty directory beside `target` to build its replacement in; removes what a killed run left."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _leftovers(target):
+        shutil.rmtree(leftover, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where the system cannot."""
+    libc_name = ctypes.util.find_library("c")
+    renameat2 = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None) if libc_name else None
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: file system or kernel without the flag
+        return False
+    raise OSError(errno, os.strerror(errno), str(a))
+
+
 def replace_dir(staged: Path, target: Path) -> None:
-    """Move `staged` to `target`; a previous `target` is kept until the new one is in place."""
-    previous = None
-    if target.exists():
-        previous = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
-        previous.rmdir()
-        os.replace(target, previous)
+    """Move `staged` to `target`. An existing `target` is swapped out atomically where the system allows
+    it (otherwise moved aside first) and removed once the new one is in place."""
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    if _exchange(staged, target):
+        shutil.rmtree(staged, ignore_errors=True)  # now holds the previous output
+        return
+    previous = staged.with_suffix(".old")
+    os.replace(target, previous)
     try:
         os.replace(staged, target)
     except BaseException:
-        if previous is not None:
-            os.replace(previous, target)
+        os.replace(previous, target)
         raise
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)

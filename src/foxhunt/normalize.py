@@ -181,9 +181,8 @@ def normalize_ioc(value: str, ioc_type: IocType) -> str:
 
 
 def defang(value: str) -> str:
-    """Defang for display: dots become ``[.]`` in the host part, ``http`` becomes ``hxxp``."""
+    """Defang for display: every dot becomes ``[.]``, ``http`` becomes ``hxxp``, ``://`` ``[://]``."""
     if "://" in value:
         scheme, _, rest = value.partition("://")
-        host, sep, tail = rest.partition("/")
-        return f"{scheme.replace('http', 'hxxp')}[://]{host.replace('.', '[.]')}{sep}{tail}"
+        return f"{scheme.replace('http', 'hxxp')}[://]{rest.replace('.', '[.]')}"
     return value.replace(".", "[.]")

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table as RichTable
 
 from foxhunt import __version__
-from foxhunt.build import BuildResult, OutputError, Selection, build
+from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
 from foxhunt.feeds import FORMATS, FeedError
 from foxhunt.model import IocType
 from foxhunt.rules.families import Family
@@ -32,7 +32,6 @@ app = typer.Typer(
     help="ThreatFox IOCs in, validated Microsoft Sentinel / Defender XDR hunting packs out.",
     no_args_is_help=True,
     add_completion=False,
-    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
 )
 err = Console(stderr=True)
@@ -41,6 +40,7 @@ out = Console()
 EXIT_OK, EXIT_REJECTS, EXIT_INPUT = 0, 1, 2
 SHOWN_REJECTS = 20
 DEMO_FEED = "threatfox-2022-02-20.json"
+OUTPUT_FORMATS = ("table", "json")
 
 
 def _version(value: bool) -> None:
@@ -64,7 +64,9 @@ def _parse_since(value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"not an ISO date or time: {value!r} (e.g. 2026-11-01)") from None
+        raise typer.BadParameter(
+            f"not an ISO date or time: {value!r} (e.g. 2026-11-01)", param_hint="--since"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -86,13 +88,18 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
         "output": str(target),
         "families": len(result.plans),
         "iocs": result.selected,
-        "read": len(feed.iocs),
+        "read": len(feed.iocs) + feed.duplicates,
         "rejected": len(feed.rejects),
         "duplicates": feed.duplicates,
         "hunting_queries": sum(len(p.hunting) for p in result.plans),
         "analytics_rules": sum(len(p.analytics) for p in result.plans),
         "index": str(target / "index.md"),
-    }
+        "packs": [
+            {"family": p.family.name, "slug": p.family.slug, "iocs": len(p.family.iocs),
+             "page": str(target / p.family.slug / "README.md")}
+            for p in result.plans
+        ],
+    }  # fmt: skip
     for reject in feed.rejects[:SHOWN_REJECTS]:
         err.print(f"rejected: {reject}", markup=False, highlight=False)
     if len(feed.rejects) > SHOWN_REJECTS:
@@ -113,7 +120,7 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
             ", ".join(f"{t} {n}" for t, n in family.ioc_types.items()),
             str(len(plan.hunting)),
             str(len(plan.analytics)),
-            str(target / family.slug / "README.md"),
+            f"{family.slug}/README.md",
         )
     out.print(table)
     out.print(
@@ -130,7 +137,7 @@ def _run_build(
             feeds, target, feed_format=feed_format, selection=selection, options=options,
             progress=_progress,
         )  # fmt: skip
-    except (FeedError, OutputError) as exc:
+    except (FeedError, OutputError, SelectionError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
     _report(result, target, output_format)
@@ -140,38 +147,63 @@ def _run_build(
 
 FeedFormat = Annotated[
     str | None,
-    typer.Option("--feed-format", help=f"Force the feed format ({', '.join(FORMATS)}); default: detect."),
+    typer.Option(
+        "--feed-format",
+        metavar="api|csv|json",
+        help=f"Force the feed format ({', '.join(FORMATS)}); default: detect.",
+    ),
 ]
-OutputFormat = Annotated[str, typer.Option("--format", help="Summary as a rich 'table' or 'json'.")]
+OutputFormat = Annotated[
+    str, typer.Option("--format", metavar="table|json", help="Summary as a rich 'table' or 'json'.")
+]
 
 
 @app.command("build")
 def build_command(
     feeds: Annotated[
-        list[str], typer.Argument(help="ThreatFox feeds: API answers, CSV or JSON exports, .zip/.gz.")
+        list[str],
+        typer.Argument(
+            metavar="FEED...", help="ThreatFox feeds: API answers, CSV or JSON exports, .zip/.gz."
+        ),
     ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (replaced atomically).")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", metavar="OUT", help="Output directory (replaced atomically).")
+    ],
     feed_format: FeedFormat = None,
     min_confidence: Annotated[
-        int | None, typer.Option(min=0, max=100, help="Drop IOCs below this confidence.")
+        int | None, typer.Option(min=0, max=100, metavar="0-100", help="Drop IOCs below this confidence.")
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="Keep IOCs last (or first) seen on or after this ISO date.")
+        str | None,
+        typer.Option(metavar="DATE", help="Keep IOCs last (or first) seen on or after this ISO date."),
     ] = None,
     family: Annotated[
-        list[str] | None, typer.Option(help="Only this family (malware id, name or slug); repeatable.")
+        list[str] | None,
+        typer.Option(metavar="NAME", help="Only this family (malware id, name, alias or slug); repeatable."),
     ] = None,
-    ioc_type: Annotated[list[IocType] | None, typer.Option(help="Only these IOC types; repeatable.")] = None,
+    ioc_type: Annotated[
+        list[IocType] | None,
+        typer.Option(
+            metavar="TYPE",
+            help="Only these IOC types (ip:port, domain, url, md5_hash, sha1_hash, sha256_hash); repeatable.",
+        ),
+    ] = None,
     lookback: Annotated[
-        str, typer.Option(help="Hunting query lookback, a KQL timespan such as 14d or 36h.")
+        str,
+        typer.Option(metavar="TIMESPAN", help="Hunting query lookback, a KQL timespan such as 14d or 36h."),
     ] = "14d",
     max_rules_per_family: Annotated[
-        int, typer.Option(min=1, help="Numbered rules per table and variant before switching to a watchlist.")
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Numbered rules per table and variant before switching to a watchlist."
+        ),
     ] = 10,
     output_format: OutputFormat = "table",
     strict: Annotated[bool, typer.Option(help="Exit 1 when any input record was rejected.")] = False,
 ) -> None:
     """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
+    _check_choice(feed_format, FORMATS, "--feed-format")
+    _check_choice(output_format, OUTPUT_FORMATS, "--format")
     if not _valid_timespan(lookback):
         raise typer.BadParameter(
             f"not a KQL timespan: {lookback!r} (e.g. 14d, 36h, 90m)", param_hint="--lookback"
@@ -187,6 +219,11 @@ def build_command(
                output_format=output_format, strict=strict)  # fmt: skip
 
 
+def _check_choice(value: str | None, choices: Sequence[str], option: str) -> None:
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
 def _valid_timespan(value: str) -> bool:
     number, unit = value[:-1], value[-1:]
     return unit in ("d", "h", "m", "s") and number.isdigit() and int(number) > 0
@@ -200,6 +237,7 @@ def demo_command(
     output_format: OutputFormat = "table",
 ) -> None:
     """Build packs from the bundled real ThreatFox snapshot (452 IOCs of 20 families, February 2022)."""
+    _check_choice(output_format, OUTPUT_FORMATS, "--format")
     target = output or Path(tempfile.mkdtemp(prefix="foxhunt-demo-")) / "packs"
     with resources.as_file(resources.files("foxhunt.data").joinpath(DEMO_FEED)) as feed:
         _run_build([str(feed)], target, feed_format=None, selection=Selection(), options=PlanOptions(),

@@ -70,15 +70,16 @@ class _Query:
     lets: list[str] = field(default_factory=list)
     fields: list[tuple[str, str, str]] = field(default_factory=list)  # (label, value expr, match expr)
     extra: dict[str, list[str]] = field(default_factory=dict)  # output column -> per-field expr
+    prefilter: str = ""  # a cheap condition every hit satisfies, evaluated before the per-row work
 
 
 def ioc_lists(variant: Variant, iocs: Sequence[Ioc]) -> dict[str, list[str]]:
     """The named value lists a variant's query compares against (also the watchlist rows)."""
     if variant in (IP_PORT, IP_ONLY):
-        lists = {"ioc_endpoints": sorted({i.value for i in iocs})}
-        if variant is IP_ONLY:
-            lists["ioc_ips"] = sorted({semantics.ip_of(i) for i in iocs})
-        return lists
+        return {
+            "ioc_endpoints": sorted({i.value for i in iocs}),
+            "ioc_ips": sorted({semantics.ip_of(i) for i in iocs}),
+        }
     if variant is DOMAIN:
         return {"ioc_domains": sorted(semantics.DomainSet.of(iocs).names)}
     if variant is URL:
@@ -138,6 +139,7 @@ def _build(table: Table, variant: Variant, iocs: Sequence[Ioc], source: ListSour
     if variant in (IP_PORT, IP_ONLY):
         query.lets.append(ENDPOINT_FN)
         query.extra["MatchedIp"] = []
+        query.prefilter = " or ".join(f"{pair.ip} in~ (ioc_ips)" for pair in table.endpoints)
         for pair in table.endpoints:
             value = f"endpoint({pair.ip}, {pair.port})"
             if variant is IP_PORT:
@@ -191,6 +193,7 @@ def compile_query(
     exclusions: Sequence[str] = (),
     source: ListSource = INLINE,
     order: bool = True,
+    ingested_within: str | None = None,
 ) -> str:
     """The KQL text of one hunting query (`header` lines become `//` comments)."""
     query = _build(table, variant, iocs, source)
@@ -199,6 +202,10 @@ def compile_query(
     time = table.time_column(platform)
     lines = [f"// {line}" for line in header]
     lines += [f"let lookback = {lookback};", *query.lets, table.name, f"| where {time} > ago(lookback)"]
+    if ingested_within:  # scheduled rules: a late-arriving event is still evaluated exactly once
+        lines.append(f"| where ingestion_time() > ago({ingested_within})")
+    if query.prefilter:
+        lines.append(f"| where {query.prefilter}")
     lines += [f"| where not({expr})" for expr in exclusions]
     n = len(query.fields)
     lines.append(
@@ -225,7 +232,16 @@ def compile_query(
             '| extend HashAlgorithm = case(strlen(MatchedIoc) == 64, "SHA256", strlen(MatchedIoc) == 40, "SHA1", "MD5")'
         )
     extra_out = list(query.extra) + (["HashAlgorithm"] if variant is HASH else [])
-    columns = [time, *table.project, "MatchedField", "MatchedValue", "MatchedIoc", "MatchType", *extra_out]
+    columns = [
+        time,
+        *table.project,
+        *table.entities.values(),
+        "MatchedField",
+        "MatchedValue",
+        "MatchedIoc",
+        "MatchType",
+        *extra_out,
+    ]
     lines.append("| project " + ", ".join(dict.fromkeys(columns)))
     if order:
         lines.append(f"| order by {time} desc")

@@ -141,7 +141,7 @@ def write_pack(
         path = "sentinel-arm.json" if number == 1 else f"sentinel-arm-{number}.json"
         _write(root, path, render_arm_template(batch))
         manifest["rules"].append(
-            {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None,
+            {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None, "platform": "sentinel",
              "ioc_types": sorted({t for r in batch for t in r.ioc_types}), "path": path, "format": "arm"}
         )  # fmt: skip
     if rejects:

@@ -68,7 +68,8 @@ def _summary(plan: FamilyPlan) -> list[str]:
     lines.append(f"| IOC types | {_counts(family.ioc_types)} |")
     lines.append(f"| Threat types | {_counts(family.threat_types)} |")
     if confidences:
-        lines.append(f"| Confidence | {min(confidences)}-{max(confidences)}% |")
+        low, high = min(confidences), max(confidences)
+        lines.append(f"| Confidence | {low}% |" if low == high else f"| Confidence | {low}-{high}% |")
     if firsts:
         lines.append(f"| First seen | {_date(min(firsts))} to {_date(max(firsts))} (UTC) |")
     return [*lines, ""]
@@ -195,7 +196,8 @@ def _rules(plan: FamilyPlan, files: dict[str, str]) -> list[str]:
         "## Analytics rules",
         "",
         "Scheduled rules for Microsoft Sentinel (Azure-Sentinel repository YAML). They run every hour over the last"
-        " hour, so an event alerts once; use the hunting queries above for the history. `../sentinel-arm.json`"
+        " two hours and keep only events ingested in the last hour, so a late event is still evaluated, once;"
+        " use the hunting queries above for the history. `../sentinel-arm.json`"
         " deploys all rules of all packs.",
         "",
         "| Rule | Severity | Tactics | File |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -16,9 +17,22 @@ def iocs_count(n: int) -> str:
     return f"{n} IOC" if n == 1 else f"{n} IOCs"
 
 
+SLUG_LENGTH = 60
+
+
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "unknown"
+
+
+def family_slug(malware: str) -> str:
+    """A short, safe folder name for a family. Names that lose characters on the way (non-ASCII, too
+    long, nothing left) get a hash of the full name, so the slug never depends on the other families."""
+    slug = slugify(malware)
+    if malware == "unknown" or (malware.isascii() and slug != "unknown" and len(slug) <= SLUG_LENGTH):
+        return slug
+    digest = hashlib.sha256(malware.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug[:SLUG_LENGTH]}-{digest}" if slug != "unknown" else f"family-{digest}"
 
 
 def _newest_first(ioc: Ioc) -> tuple[float, str, str]:
@@ -59,9 +73,9 @@ def group_families(iocs: Iterable[Ioc]) -> list[Family]:
     used: set[str] = set()
     for malware in sorted(by_malware, key=lambda m: (by_malware[m][0].malware_printable.lower(), m)):
         members = sorted(by_malware[malware], key=_newest_first)
-        slug = slugify(malware)
-        while slug in used:
-            slug += "-x"
+        slug = family_slug(malware)
+        if slug in used:  # e.g. win.a_b and win.a-b
+            slug = f"{slug}-{hashlib.sha256(malware.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
         used.add(slug)
         aliases = sorted({a for i in members for a in i.malware_alias})
         families.append(
