@@ -118,7 +118,15 @@ class Row:
     values: dict[str, object]
     expect: dict[str, tuple[str, str]]
     field: str
-    old: bool = False  # outside the lookback: must never match
+    old: bool = False  # outside a query's lookback: must not match there
+    expect_unbounded: dict[str, tuple[str, str]] = field(
+        default_factory=dict
+    )  # what it matches with no lookback
+
+    @property
+    def expect_all(self) -> dict[str, tuple[str, str]]:
+        """What the row matches when no time window applies (the local hunt by default)."""
+        return self.expect_unbounded if self.old else self.expect
 
 
 @dataclass
@@ -146,7 +154,9 @@ def corpus_for(table: Table) -> TableCorpus:
                 corpus.rows.append(Row({column.column: value}, expect, column.column))
     # the first planted hit again, outside the lookback window
     first_hit = next(r for r in corpus.rows if r.expect)
-    corpus.rows.append(Row(dict(first_hit.values), {}, first_hit.field, old=True))
+    corpus.rows.append(
+        Row(dict(first_hit.values), {}, first_hit.field, old=True, expect_unbounded=dict(first_hit.expect))
+    )
     return corpus
 
 

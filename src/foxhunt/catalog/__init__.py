@@ -7,7 +7,7 @@ schemas shipped in `schemas/` (one JSON file per table).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -55,6 +55,8 @@ class Table:
     hosts: tuple[HostColumn, ...] = ()
     urls: tuple[str, ...] = ()
     hashes: tuple[HashColumn, ...] = ()
+    derived: dict[str, str] = field(default_factory=dict)  # column -> DuckDB SQL over the log's columns
+    signature: tuple[str, ...] = ()  # columns that identify a log of this kind (Zeek)
 
     def time_column(self, platform: str) -> str:
         return self.time_columns[platform]
@@ -80,14 +82,26 @@ def _table(name: str, raw: dict) -> Table:
         hashes=tuple(
             HashColumn(h["column"], tuple(IocType(a) for a in h["algorithms"])) for h in match.get("hash", [])
         ),
+        derived=dict(raw.get("derived") or {}),
+        signature=tuple(raw.get("signature") or ()),
     )
+
+
+def _load(filename: str) -> dict[str, Table]:
+    text = resources.files("foxhunt.catalog").joinpath(filename).read_text(encoding="utf-8")
+    return {name: _table(name, raw) for name, raw in yaml.safe_load(text).items()}
 
 
 @cache
 def load_catalog() -> dict[str, Table]:
-    """All tables of the packaged catalog, by name, in catalog order."""
-    text = resources.files("foxhunt.catalog").joinpath("tables.yaml").read_text(encoding="utf-8")
-    return {name: _table(name, raw) for name, raw in yaml.safe_load(text).items()}
+    """All Sentinel / Defender XDR tables of the packaged catalog, by name, in catalog order."""
+    return _load("tables.yaml")
+
+
+@cache
+def load_log_sources() -> dict[str, Table]:
+    """Everything `foxhunt hunt` can read: the catalog tables and the Zeek logs."""
+    return load_catalog() | _load("zeek.yaml")
 
 
 @cache

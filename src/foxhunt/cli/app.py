@@ -11,7 +11,6 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +22,8 @@ from rich.table import Table as RichTable
 
 from foxhunt import __version__
 from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
+from foxhunt.cli.hunt_command import hunt_command
+from foxhunt.cli.options import check_choice, parse_time
 from foxhunt.feeds import FORMATS, FeedError
 from foxhunt.model import IocType
 from foxhunt.rules.families import Family
@@ -56,18 +57,6 @@ def main_callback(
     ] = False,
 ) -> None:
     """foxhunt: turn abuse.ch ThreatFox IOCs into hunting packs (exit codes: 0 ok, 1 --strict rejects, 2 input)."""
-
-
-def _parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"not an ISO date or time: {value!r} (e.g. 2026-11-01)", param_hint="--since"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _progress(families: Sequence[Family]) -> Iterator[Family]:
@@ -202,26 +191,21 @@ def build_command(
     strict: Annotated[bool, typer.Option(help="Exit 1 when any input record was rejected.")] = False,
 ) -> None:
     """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
-    _check_choice(feed_format, FORMATS, "--feed-format")
-    _check_choice(output_format, OUTPUT_FORMATS, "--format")
+    check_choice(feed_format, FORMATS, "--feed-format")
+    check_choice(output_format, OUTPUT_FORMATS, "--format")
     if not _valid_timespan(lookback):
         raise typer.BadParameter(
             f"not a KQL timespan: {lookback!r} (e.g. 14d, 36h, 90m)", param_hint="--lookback"
         )
     selection = Selection(
         min_confidence=min_confidence,
-        since=_parse_since(since),
+        since=parse_time(since),
         families=tuple(family or ()),
         ioc_types=tuple(ioc_type or ()),
     )
     options = PlanOptions(lookback=lookback, max_rules=max_rules_per_family)
     _run_build(feeds, output, feed_format=feed_format, selection=selection, options=options,
                output_format=output_format, strict=strict)  # fmt: skip
-
-
-def _check_choice(value: str | None, choices: Sequence[str], option: str) -> None:
-    if value is not None and value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
 
 
 def _valid_timespan(value: str) -> bool:
@@ -237,11 +221,14 @@ def demo_command(
     output_format: OutputFormat = "table",
 ) -> None:
     """Build packs from the bundled real ThreatFox snapshot (452 IOCs of 20 families, February 2022)."""
-    _check_choice(output_format, OUTPUT_FORMATS, "--format")
+    check_choice(output_format, OUTPUT_FORMATS, "--format")
     target = output or Path(tempfile.mkdtemp(prefix="foxhunt-demo-")) / "packs"
     with resources.as_file(resources.files("foxhunt.data").joinpath(DEMO_FEED)) as feed:
         _run_build([str(feed)], target, feed_format=None, selection=Selection(), options=PlanOptions(),
                    output_format=output_format, strict=False)  # fmt: skip
+
+
+app.command("hunt")(hunt_command)
 
 
 def main() -> None:

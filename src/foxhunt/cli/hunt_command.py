@@ -1,0 +1,162 @@
+"""`foxhunt hunt`: did any of these IOCs show up in these log exports?
+
+Exit codes: 0 the hunt ran; 1 hits were found and --fail-on-hit was given; 2 usage error, or a log or
+feed that could not be read (the other logs are still hunted and reported).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table as RichTable
+
+from foxhunt.cli.options import check_choice, parse_time
+from foxhunt.feeds import FORMATS, FeedError, read_feeds
+from foxhunt.hunt import Hit, HuntResult, hunt
+from foxhunt.hunt.packs import PackError, load_pack_iocs
+
+EXIT_OK, EXIT_HITS, EXIT_INPUT = 0, 1, 2
+HUNT_FORMATS = ("jsonl", "csv", "table")
+HIT_FIELDS = [f.name for f in fields(Hit)]
+SHOWN_PROBLEMS = 20
+err = Console(stderr=True)
+
+
+def _progress(logs: Sequence[str]) -> Iterator[str]:
+    if not err.is_terminal:
+        yield from logs
+        return
+    with Progress(TextColumn("reading logs"), BarColumn(), MofNCompleteColumn(), console=err) as bar:
+        task = bar.add_task("logs", total=len(logs))
+        for log in logs:
+            yield log
+            bar.advance(task)
+
+
+def render_hits(result: HuntResult, output_format: str) -> str:
+    if output_format == "jsonl":
+        return "".join(json.dumps(asdict(hit), ensure_ascii=False) + "\n" for hit in result.hits)
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, HIT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(asdict(hit) for hit in result.hits)
+        return buffer.getvalue()
+    console = Console(file=io.StringIO(), width=140, force_terminal=False)
+    table = RichTable(title=f"{len(result.hits)} hits")
+    for column in ("Family", "IOC", "Type", "Match", "Hits", "First", "Last", "Tables"):
+        table.add_column(column)
+    groups: dict[tuple[str, str, str, str], list[Hit]] = defaultdict(list)
+    for hit in result.hits:
+        groups[(hit.family, hit.ioc, hit.ioc_type, hit.match)].append(hit)
+    for (family, ioc, ioc_type, match), hits in sorted(groups.items()):
+        times = sorted(h.time for h in hits if h.time)
+        table.add_row(
+            family, ioc, ioc_type, match, str(len(hits)), times[0] if times else "-", times[-1] if times else "-",
+            ", ".join(sorted({h.table for h in hits})),
+        )  # fmt: skip
+    console.print(table)
+    for path, name, records in result.logs:
+        console.print(f"{path}: {name}, {records} records")
+    return console.file.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def hunt_command(
+    logs: Annotated[
+        list[str],
+        typer.Argument(metavar="LOG...", help="Log exports: CSV, JSON lines/array, Parquet, Zeek; .gz too."),
+    ],
+    feed: Annotated[
+        list[str] | None, typer.Option(metavar="FEED", help="ThreatFox feed with the IOCs; repeatable.")
+    ] = None,
+    pack: Annotated[
+        Path | None, typer.Option(metavar="OUT", help="A pack built by foxhunt build, instead of --feed.")
+    ] = None,
+    feed_format: Annotated[
+        str | None, typer.Option("--feed-format", metavar="api|csv|json", help="Force the feed format.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", metavar="FILE", help="Write the hits here (default: stdout)."),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", metavar="jsonl|csv|table", help="Hit output format.")
+    ] = "jsonl",
+    table: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME", help="The table every log holds (default: recognised from the columns)."
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Only records at or after this ISO time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="DATE", help="Only records before this ISO time.")
+    ] = None,
+    fail_on_hit: Annotated[bool, typer.Option(help="Exit 1 when anything was found.")] = False,
+) -> None:
+    """Hunt the IOCs of a feed or a pack in LOG files, with exactly the matching of the emitted KQL.
+
+    Exit codes: 0 ran; 1 hits and --fail-on-hit; 2 usage error or a file that could not be read.
+    """
+    check_choice(output_format, HUNT_FORMATS, "--format")
+    check_choice(feed_format, FORMATS, "--feed-format")
+    if bool(feed) == bool(pack):
+        raise typer.BadParameter(
+            "give the IOCs with either --feed FEED... or --pack OUT", param_hint="--feed/--pack"
+        )
+    try:
+        iocs = load_pack_iocs(pack) if pack else read_feeds(feed or [], feed_format).iocs
+    except (FeedError, PackError) as exc:
+        err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INPUT) from None
+    result = hunt(
+        logs, iocs, table=table, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
+        progress=_progress,
+    )  # fmt: skip
+    for reject in result.rejects[:SHOWN_PROBLEMS]:
+        err.print(f"broken record: {reject}", markup=False, highlight=False)
+    if len(result.rejects) > SHOWN_PROBLEMS:
+        err.print(f"... {len(result.rejects)} broken records in all", markup=False)
+    for error in result.errors:
+        err.print(f"foxhunt: error: {error}", markup=False, highlight=False)
+    text = render_hits(result, output_format)
+    if output:
+        _write_atomic(output, text)
+    else:
+        sys.stdout.write(text)
+    err.print(
+        f"{len(result.hits)} hits in {len(result.logs)} logs; {len(result.rejects)} broken records; "
+        f"{len(result.errors)} unreadable files",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if result.errors:
+        raise typer.Exit(EXIT_INPUT)
+    if fail_on_hit and result.hits:
+        raise typer.Exit(EXIT_HITS)

@@ -1,0 +1,199 @@
+"""`foxhunt hunt`: the packs' detections run over log exports on DuckDB, with the KQL's semantics."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+
+from foxhunt.hunt.sources import LogError, LogReader, LogSource, new_workdir
+from foxhunt.hunt.sql import HASH_TABLES, compile_hunt
+from foxhunt.matching import semantics
+from foxhunt.matching.variants import VARIANTS
+from foxhunt.model import Ioc, IocType, Reject
+from foxhunt.rules.families import group_families
+from foxhunt.rules.planner import PlanOptions, plan_family, stable_id
+
+__all__ = ["Hit", "HuntResult", "LogError", "hunt"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    log_file: str
+    record: int
+    table: str
+    field: str
+    value: str
+    ioc: str
+    ioc_type: str
+    family: str
+    threat_type: str
+    confidence: int | None
+    match: str
+    time: str | None
+    rule_id: str | None
+
+
+@dataclass(slots=True)
+class HuntResult:
+    hits: list[Hit] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # files that could not be hunted at all
+    logs: list[tuple[str, str, int]] = field(default_factory=list)  # (file, table, readable records)
+
+
+def _load_iocs(con: duckdb.DuckDBPyConnection, iocs: Sequence[Ioc]) -> None:
+    """The IOC lists as tables, and `ioc_meta(kind, key, ioc)` to trace a match back to its IOCs."""
+    lists: dict[str, set] = {
+        name: set() for name in ("ioc_endpoints", "ioc_ips", "ioc_urls", "ioc_url_paths")
+    }
+    lists |= {name: set() for name in HASH_TABLES.values()}
+    domains: set[tuple[str, int]] = set()
+    meta: list[tuple[str, str, int]] = []
+    for n, ioc in enumerate(iocs):
+        if ioc.ioc_type is IocType.IP_PORT:
+            ip = semantics.ip_of(ioc)
+            lists["ioc_endpoints"].add(ioc.value)
+            lists["ioc_ips"].add(ip)
+            meta += [("endpoint", ioc.value, n), ("ip", ip, n)]
+        elif ioc.ioc_type is IocType.DOMAIN:
+            for name in semantics.DomainSet.of([ioc]).names:
+                domains.add((name, name.count(".") + 1))
+                meta.append(("domain", name, n))
+        elif ioc.ioc_type is IocType.URL:
+            lists["ioc_urls" if "?" in ioc.value else "ioc_url_paths"].add(ioc.value)
+            meta.append(("url", ioc.value, n))
+        else:
+            lists[HASH_TABLES[ioc.ioc_type]].add(ioc.value)
+            meta.append(("hash", ioc.value, n))
+    for name, values in lists.items():
+        con.execute(f"CREATE TEMP TABLE {name} (value VARCHAR)")
+        if values:
+            con.executemany(f"INSERT INTO {name} VALUES (?)", [(v,) for v in sorted(values)])
+    con.execute("CREATE TEMP TABLE ioc_domains (value VARCHAR, labels INTEGER)")
+    if domains:
+        con.executemany("INSERT INTO ioc_domains VALUES (?, ?)", sorted(domains))
+    con.execute("CREATE TEMP TABLE ioc_meta (kind VARCHAR, key VARCHAR, n INTEGER)")
+    if meta:
+        con.executemany("INSERT INTO ioc_meta VALUES (?, ?, ?)", meta)
+
+
+KIND_OF = {"ip-port": "endpoint", "ip-only": "ip", "domain": "domain", "url": "url", "hash": "hash"}
+
+
+def _rule_ids(iocs: Sequence[Ioc], used: set[int]) -> dict[tuple[str, str, str], str]:
+    """(table, variant, ioc value) -> id of the pack's hunting query holding that IOC, for the families
+    of the IOCs in `used` (planned exactly as `foxhunt build` plans them)."""
+    ids: dict[tuple[str, str, str], str] = {}
+    families = {iocs[n].malware for n in used}
+    for family in group_families(i for i in iocs if i.malware in families):
+        plan = plan_family(family, PlanOptions())
+        for (table, variant), chunks in plan.chunks.items():
+            for number, chunk in enumerate(chunks, 1):
+                name = variant if len(chunks) == 1 else f"{variant}-{number}"
+                query_id = stable_id(family.malware, table, name, "sentinel", "hunting")
+                for ioc in chunk:
+                    ids[(table, variant, ioc.value)] = query_id
+    return ids
+
+
+RawHit = tuple[
+    LogSource, str, int, str, str, str, str | None, int
+]  # source, variant, row, field, value, match, time, ioc
+
+
+def _hunt_source(
+    con: duckdb.DuckDBPyConnection,
+    source: LogSource,
+    iocs: Sequence[Ioc],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[RawHit]:
+    label_counts = sorted({name.count(".") + 1 for ioc in iocs if ioc.ioc_type is IocType.DOMAIN
+                           for name in semantics.DomainSet.of([ioc]).names}, reverse=True)  # fmt: skip
+    hashes = {i.ioc_type for i in iocs if i.ioc_type.is_hash}
+    present = {i.ioc_type for i in iocs}
+    conditions = ["true"]
+    if since:
+        conditions.append(f"_time >= TIMESTAMP '{_utc(since)}'")
+    if until:
+        conditions.append(f"_time < TIMESTAMP '{_utc(until)}'")
+    log = f"(SELECT * FROM {source.view} WHERE {' AND '.join(conditions)})"
+    hits: list[RawHit] = []
+    for variant in VARIANTS:
+        if not variant.applies_to(source.table) or not present & set(variant.ioc_types):
+            continue
+        for query in compile_hunt(source.table, variant, log, label_counts=label_counts, hashes=hashes):
+            rows = con.execute(
+                f"SELECT q._row, q.field, q.value, q.match, CAST(v._time AS VARCHAR), m.n "
+                f"FROM ({query}) q JOIN {source.view} v USING (_row) "
+                f"JOIN ioc_meta m ON m.kind = '{KIND_OF[variant.name]}' AND m.key = q.ioc "
+                "ORDER BY q._row, q.field, m.n"
+            ).fetchall()
+            hits += [(source, variant.name, *row) for row in rows]
+    return hits
+
+
+def _utc(moment: datetime) -> str:
+    """A SQL timestamp literal body, in UTC (log times are UTC)."""
+    if moment.tzinfo:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(sep=" ")
+
+
+def _hit(raw: RawHit, iocs: Sequence[Ioc], rule_ids: dict[tuple[str, str, str], str]) -> Hit:
+    source, variant, row, field_name, value, match, time, n = raw
+    ioc = iocs[n]
+    return Hit(
+        log_file=source.path,
+        record=source.records.record(row),
+        table=source.table.name,
+        field=field_name,
+        value=value,
+        ioc=ioc.value,
+        ioc_type=ioc.ioc_type.value,
+        family=ioc.malware_printable,
+        threat_type=ioc.threat_type,
+        confidence=ioc.confidence,
+        match=match,
+        time=time,
+        rule_id=rule_ids.get((source.table.name, variant, ioc.value)),
+    )
+
+
+def hunt(
+    logs: Sequence[str],
+    iocs: Sequence[Ioc],
+    *,
+    table: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
+) -> HuntResult:
+    """Hunt `iocs` in every log file; a file that cannot be read is reported and the others go on."""
+    result = HuntResult()
+    workdir = new_workdir()
+    try:
+        con = duckdb.connect(config={"temp_directory": str(workdir / "spill")})
+        _load_iocs(con, iocs)
+        reader = LogReader(con, workdir)
+        sources: list[LogSource] = []
+        for path in progress(logs) if progress else logs:
+            try:
+                source = reader.open(path, table)
+            except LogError as exc:
+                result.errors.append(str(exc))
+                continue
+            sources.append(source)
+            result.rejects += source.rejects
+            result.logs.append((path, source.table.name, source.readable))
+        raw = [hit for source in sources for hit in _hunt_source(con, source, iocs, since, until)]
+        con.close()
+        rule_ids = _rule_ids(iocs, {hit[-1] for hit in raw}) if raw else {}
+        result.hits = [_hit(hit, iocs, rule_ids) for hit in raw]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result

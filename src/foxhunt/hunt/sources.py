@@ -1,0 +1,336 @@
+"""Log files as DuckDB relations: format detection, table recognition, record numbers, broken records.
+
+Every log becomes a view `log_<n>` with `_row` (1-based position among the file's readable records),
+`_time` (parsed time or NULL) and the file's columns as text, named as the table's columns (Log
+Analytics portal headers such as ``TimeGenerated [UTC]`` lose their suffix).
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from foxhunt.catalog import Table, load_log_sources, schema_columns
+from foxhunt.hunt.sql import ident, sql_string
+from foxhunt.model import Reject
+
+PORTAL_TIME = "%m/%d/%Y, %I:%M:%S.%g %p"  # "12/1/2026, 7:06:00.000 PM" (Log Analytics portal CSV)
+HEADER_SUFFIX = re.compile(r"\s*\[(UTC|Local Time|local time)\]$")
+SNIFF = 4096
+
+
+class LogError(Exception):
+    """A log file that cannot be hunted at all; the message names it."""
+
+
+@dataclass(slots=True)
+class RecordMap:
+    """Maps a readable record's position to its record number in the file, skipping broken records."""
+
+    broken: list[int] = field(default_factory=list)  # sorted record numbers of broken records
+
+    def record(self, position: int) -> int:
+        record = position
+        while True:
+            skipped = bisect.bisect_right(self.broken, record)
+            if position + skipped == record:
+                return record
+            record = position + skipped
+
+
+@dataclass(slots=True)
+class LogSource:
+    path: str
+    table: Table
+    view: str
+    time_column: str | None
+    records: RecordMap
+    rejects: list[Reject]
+    readable: int = 0
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        start = handle.read(SNIFF)
+    if start[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as handle:
+                return handle.read(SNIFF)
+        except (OSError, EOFError) as exc:
+            raise LogError(f"{path}: broken gzip file ({exc})") from None
+    return start
+
+
+def detect_format(path: Path) -> str:
+    """csv, jsonl, json (array), parquet or zeek."""
+    head = _head(path)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if not head.strip():
+        raise LogError(f"{path}: empty file")
+    if b"\x00" in head:
+        raise LogError(f"{path}: binary data, not a log export (CSV, JSON, Parquet or Zeek)")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"#separator"):
+        return "zeek"
+    if text.startswith(b"["):
+        return "json"
+    if text.startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def _clean_name(name: str) -> str:
+    return HEADER_SUFFIX.sub("", name.strip().lstrip("\ufeff"))
+
+
+def recognise(columns: list[str], path: str, forced: str | None) -> Table:
+    """The table a log holds, from its columns (or `forced`, a table name)."""
+    sources = load_log_sources()
+    if forced:
+        if forced not in sources:
+            raise LogError(f"unknown table {forced!r}; known: {', '.join(sources)}")
+        return sources[forced]
+    present = set(columns)
+    best: tuple[float, float, Table] | None = None
+    for table in sources.values():
+        if table.signature:
+            if set(table.signature) <= present:
+                return table
+            continue
+        known = set(schema_columns(table.name, "sentinel")) | set(schema_columns(table.name, "defender"))
+        overlap = len(present & known)
+        score = (overlap / len(present), overlap / len(known), table)
+        if overlap and (best is None or score[:2] > best[:2]):
+            best = score
+    if best is None or best[0] < 0.6:
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise LogError(
+            f"{path}: cannot tell which table this log holds (columns: {shown}); name it with --table"
+        )
+    return best[2]
+
+
+class LogReader:
+    """Creates the DuckDB views of log files on one connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> None:
+        self.con = con
+        self.workdir = workdir
+        self.count = 0
+
+    def open(self, path_text: str, forced_table: str | None = None) -> LogSource:
+        path = Path(path_text)
+        if not path.is_file():
+            raise LogError(f"{path_text}: no such file")
+        self.count += 1
+        view = f"log_{self.count}"
+        fmt = detect_format(path)
+        try:
+            if fmt == "csv":
+                return self._csv(path, path_text, view, forced_table)
+            if fmt == "zeek":
+                return self._zeek(path, path_text, view, forced_table)
+            if fmt == "parquet":
+                return self._parquet(path, path_text, view, forced_table)
+            return self._json(path, path_text, view, forced_table, array=fmt == "json")
+        except duckdb.Error as exc:
+            raise LogError(f"{path_text}: cannot read as {fmt} ({str(exc).splitlines()[0]})") from None
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise LogError(f"{path_text}: cannot read ({exc})") from None
+
+    # -- formats -------------------------------------------------------------------------------
+
+    def _rejects_from_scan(self, path_text: str, offset: int) -> tuple[list[Reject], RecordMap]:
+        rows = self.con.execute(
+            "SELECT line, error_type, error_message FROM reject_errors ORDER BY line"
+        ).fetchall()
+        self.con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+        rejects, numbers = [], []
+        for line, error_type, message in rows:
+            record = int(line) - offset
+            if numbers and numbers[-1] == record:
+                continue
+            numbers.append(record)
+            rejects.append(Reject(path_text, record, f"{str(error_type).lower()}: {message}"))
+        return rejects, RecordMap(numbers)
+
+    def _csv(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
+        source = (
+            f"read_csv({sql_string(str(path))}, header=true, all_varchar=true, store_rejects=true, "
+            "rejects_table='reject_errors', rejects_scan='reject_scans', null_padding=false, "
+            "strict_mode=true, max_line_size=4194304)"
+        )
+        columns = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        self.con.execute(
+            f"CREATE TEMP TABLE {view}_raw AS SELECT row_number() OVER () AS _row, * FROM {source}"
+        )
+        rejects, records = self._rejects_from_scan(path_text, offset=1)
+        return self._finish(path_text, view, f"{view}_raw", columns, forced, rejects, records)
+
+    def _zeek(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
+        opener = gzip.open if _head_is_gzip(path) else open
+        header_lines, fields = 0, None
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    break
+                header_lines += 1
+                if line.startswith("#fields"):
+                    fields = line.rstrip("\n").split("\t")[1:]
+        if not fields:
+            raise LogError(f"{path_text}: Zeek log without a #fields line")
+        columns_spec = "{" + ", ".join(f"{sql_string(f)}: 'VARCHAR'" for f in fields) + "}"
+        source = (
+            f"read_csv({sql_string(str(path))}, delim='\\t', header=false, quote='', escape='', comment='#', "
+            f"columns={columns_spec}, store_rejects=true, rejects_table='reject_errors', "
+            "rejects_scan='reject_scans', strict_mode=true)"
+        )
+        self.con.execute(
+            f"CREATE TEMP TABLE {view}_raw AS SELECT row_number() OVER () AS _row, * FROM {source}"
+        )
+        rejects, records = self._rejects_from_scan(path_text, offset=header_lines)
+        return self._finish(path_text, view, f"{view}_raw", fields, forced, rejects, records)
+
+    def _parquet(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
+        source = f"read_parquet({sql_string(str(path))}, file_row_number=true)"
+        columns = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        columns = [c for c in columns if c != "file_row_number"]
+        casts = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+        self.con.execute(
+            f"CREATE TEMP VIEW {view}_raw AS SELECT file_row_number + 1 AS _row, {casts} FROM {source}"
+        )
+        return self._finish(path_text, view, f"{view}_raw", columns, forced, [], RecordMap())
+
+    def _json(self, path: Path, path_text: str, view: str, forced: str | None, array: bool) -> LogSource:
+        """JSON is validated record by record in Python (to name broken lines), then read by DuckDB."""
+        rejects: list[Reject] = []
+        broken: list[int] = []
+        keys: dict[str, None] = {}
+        staged = self.workdir / f"{view}.jsonl"
+        opener = gzip.open if _head_is_gzip(path) else open
+        with (
+            opener(path, "rt", encoding="utf-8", errors="strict") as handle,
+            staged.open("w", encoding="utf-8") as out,
+        ):
+            records = _json_array(handle, path_text) if array else _json_lines(handle)
+            position = 0
+            for number, record in records:
+                if not isinstance(record, dict):
+                    reason = record if isinstance(record, str) else "not a JSON object"
+                    rejects.append(Reject(path_text, number, reason))
+                    broken.append(number)
+                    continue
+                position += 1
+                keys.update(dict.fromkeys(record))
+                flat = {k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in record.items()}
+                out.write(json.dumps({"_row": position, **flat}) + "\n")
+        if not keys:
+            raise LogError(f"{path_text}: no JSON records")
+        columns = list(keys)
+        spec = "{" + ", ".join(f"{sql_string(k)}: 'VARCHAR'" for k in ["_row", *columns]) + "}"
+        source = f"read_json({sql_string(str(staged))}, format='newline_delimited', columns={spec})"
+        self.con.execute(
+            f"CREATE TEMP VIEW {view}_raw AS SELECT * REPLACE (CAST(_row AS BIGINT) AS _row) FROM {source}"
+        )
+        return self._finish(path_text, view, f"{view}_raw", columns, forced, rejects, RecordMap(broken))
+
+    # -- common ---------------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        path_text: str,
+        view: str,
+        raw: str,
+        columns: list[str],
+        forced: str | None,
+        rejects: list[Reject],
+        records: RecordMap,
+    ) -> LogSource:
+        names = {c: _clean_name(c) for c in columns}
+        table = recognise(list(names.values()), path_text, forced)
+        time_column = next((t for t in table.time_columns.values() if t in names.values()), None)
+        select = [f"{ident(original)} AS {ident(clean)}" for original, clean in names.items()]
+        select += [f"{expr} AS {ident(name)}" for name, expr in table.derived.items()]
+        raw_time = next((original for original, clean in names.items() if clean == time_column), None)
+        time = _time_expr(ident(raw_time)) if raw_time else "NULL::TIMESTAMP"
+        self.con.execute(
+            f"CREATE TEMP VIEW {view} AS SELECT _row, {time} AS _time, {', '.join(select)} FROM {raw}"
+        )
+        readable = self.con.execute(f"SELECT count(*) FROM {raw}").fetchone()[0]
+        if time_column:
+            bad = self.con.execute(
+                f"SELECT _row, {ident(time_column)} FROM {view} WHERE _time IS NULL AND "
+                f"nullif(nullif(trim({ident(time_column)}), ''), '-') IS NOT NULL ORDER BY _row LIMIT 1000"
+            ).fetchall()
+            rejects += [
+                Reject(
+                    path_text,
+                    records.record(row),
+                    f"unreadable time in {time_column} (record still hunted)",
+                    value,
+                )
+                for row, value in bad
+            ]
+        missing = [c for c in _matchable(table) if c not in names.values() and c not in table.derived]
+        source = LogSource(
+            path_text, table, view, time_column, records, sorted(rejects, key=lambda r: r.record)
+        )
+        source.readable = readable
+        if len(missing) == len(_matchable(table)):
+            raise LogError(f"{path_text}: recognised as {table.name} but has none of its IOC columns")
+        return source
+
+
+def _matchable(table: Table) -> list[str]:
+    columns = [c for pair in table.endpoints for c in (pair.ip, pair.port)]
+    columns += [h.column for h in table.hosts] + list(table.urls) + [h.column for h in table.hashes]
+    return list(dict.fromkeys(columns))
+
+
+def _time_expr(column: str) -> str:
+    """A log time as TIMESTAMP: ISO 8601, the Log Analytics portal format, or epoch seconds (Zeek)."""
+    return (
+        f"coalesce(TRY_CAST(TRY_CAST({column} AS TIMESTAMPTZ) AS TIMESTAMP), "
+        f"try_strptime({column}, {sql_string(PORTAL_TIME)}), "
+        f"TRY_CAST(to_timestamp(TRY_CAST({column} AS DOUBLE)) AS TIMESTAMP))"
+    )
+
+
+def _head_is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _json_lines(handle):
+    """(record number, record or the reason it is broken); blank lines are not records."""
+    number = 0
+    for line in handle:
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"broken JSON line: {exc.msg} at column {exc.colno}"
+
+
+def _json_array(handle, path_text: str):
+    try:
+        document = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise LogError(f"{path_text}: broken JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(document, list):
+        raise LogError(f"{path_text}: a JSON log must be an array of records or JSON lines")
+    yield from enumerate(document, 1)
+
+
+def new_workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="foxhunt-hunt-"))
