@@ -92,7 +92,7 @@ def _ioc_table(plan: FamilyPlan) -> list[str]:
     return [*lines, ""]
 
 
-SEMANTICS = """How the queries match (the same rules in every query foxhunt emits):
+SEMANTICS = """How the queries match (the same rules in every query foxhunt emits and in `foxhunt hunt`):
 
 - **ip:port**: the IP *and* the port must match, on every IP/port column pair of the table (for example
   destination and source in CommonSecurityLog). The IP seen on another port is reported by the separate,
