@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 
@@ -15,7 +17,7 @@ from foxhunt.matching import semantics
 from foxhunt.matching.variants import VARIANTS
 from foxhunt.model import Ioc, IocType, Reject
 from foxhunt.rules.families import group_families
-from foxhunt.rules.planner import PlanOptions, plan_family, stable_id
+from foxhunt.rules.planner import plan_chunks, stable_id
 
 __all__ = ["Hit", "HuntResult", "LogError", "hunt"]
 
@@ -45,9 +47,20 @@ class HuntResult:
     logs: list[tuple[str, str, int]] = field(default_factory=list)  # (file, table, readable records)
 
 
-def _load_iocs(con: duckdb.DuckDBPyConnection, iocs: Sequence[Ioc]) -> None:
-    """The IOC lists as tables, and `ioc_meta(kind, key, ioc)` to trace a match back to its IOCs."""
-    lists: dict[str, set] = {
+def _bulk_table(
+    con: duckdb.DuckDBPyConnection, workdir: Path, name: str, columns: str, rows: Iterable[tuple]
+) -> None:
+    """Create table `name` from `rows` through a CSV file (DuckDB's fast path; executemany is slow)."""
+    path = workdir / f"{name}.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    con.execute(f"CREATE TEMP TABLE {name} ({columns})")
+    con.execute(f"COPY {name} FROM '{path}' (FORMAT csv, HEADER false, QUOTE '\"', ESCAPE '\"')")
+
+
+def _load_iocs(con: duckdb.DuckDBPyConnection, workdir: Path, iocs: Sequence[Ioc]) -> None:
+    """The IOC lists as tables, and `ioc_meta(kind, key, n)` to trace a match back to its IOCs."""
+    lists: dict[str, set[str]] = {
         name: set() for name in ("ioc_endpoints", "ioc_ips", "ioc_urls", "ioc_url_paths")
     }
     lists |= {name: set() for name in HASH_TABLES.values()}
@@ -70,17 +83,12 @@ def _load_iocs(con: duckdb.DuckDBPyConnection, iocs: Sequence[Ioc]) -> None:
             lists[HASH_TABLES[ioc.ioc_type]].add(ioc.value)
             meta.append(("hash", ioc.value, n))
     for name, values in lists.items():
-        con.execute(f"CREATE TEMP TABLE {name} (value VARCHAR)")
-        if values:
-            con.executemany(f"INSERT INTO {name} VALUES (?)", [(v,) for v in sorted(values)])
-    con.execute("CREATE TEMP TABLE ioc_domains (value VARCHAR, labels INTEGER)")
-    if domains:
-        con.executemany("INSERT INTO ioc_domains VALUES (?, ?)", sorted(domains))
-    con.execute("CREATE TEMP TABLE ioc_meta (kind VARCHAR, key VARCHAR, n INTEGER)")
-    if meta:
-        con.executemany("INSERT INTO ioc_meta VALUES (?, ?, ?)", meta)
+        _bulk_table(con, workdir, name, "value VARCHAR", ((v,) for v in sorted(values)))
+    _bulk_table(con, workdir, "ioc_domains", "value VARCHAR, labels INTEGER", sorted(domains))
+    _bulk_table(con, workdir, "ioc_meta", "kind VARCHAR, key VARCHAR, n INTEGER", meta)
 
 
+MEMORY_LIMIT = "1GB"  # DuckDB spills to the work directory beyond this, so memory stays bounded
 KIND_OF = {"ip-port": "endpoint", "ip-only": "ip", "domain": "domain", "url": "url", "hash": "hash"}
 
 
@@ -90,8 +98,8 @@ def _rule_ids(iocs: Sequence[Ioc], used: set[int]) -> dict[tuple[str, str, str],
     ids: dict[tuple[str, str, str], str] = {}
     families = {iocs[n].malware for n in used}
     for family in group_families(i for i in iocs if i.malware in families):
-        plan = plan_family(family, PlanOptions())
-        for (table, variant), chunks in plan.chunks.items():
+        _, chunked, _ = plan_chunks(family)
+        for (table, variant), chunks in chunked.items():
             for number, chunk in enumerate(chunks, 1):
                 name = variant if len(chunks) == 1 else f"{variant}-{number}"
                 query_id = stable_id(family.malware, table, name, "sentinel", "hunting")
@@ -177,8 +185,8 @@ def hunt(
     result = HuntResult()
     workdir = new_workdir()
     try:
-        con = duckdb.connect(config={"temp_directory": str(workdir / "spill")})
-        _load_iocs(con, iocs)
+        con = duckdb.connect(config={"temp_directory": str(workdir / "spill"), "memory_limit": MEMORY_LIMIT})
+        _load_iocs(con, workdir, iocs)
         reader = LogReader(con, workdir)
         sources: list[LogSource] = []
         for path in progress(logs) if progress else logs:

@@ -9,13 +9,14 @@ its time column, then per matched column i a value `_v<i>` and a match `_m<i>` (
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from foxhunt.catalog import Table
 from foxhunt.matching import semantics
 from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, Variant
 from foxhunt.model import Ioc, IocType
+from foxhunt.normalize import domain_unicode_form
 
 HOST_NAME_FN = (
     "let host_name = (value:string) { let h = tolower(value); "
@@ -73,28 +74,38 @@ class _Query:
     prefilter: str = ""  # a cheap condition every hit satisfies, evaluated before the per-row work
 
 
+def ioc_list_values(variant: Variant, ioc: Ioc) -> Iterator[tuple[str, str]]:
+    """(list name, value) pairs one IOC adds to a variant's query."""
+    if variant in (IP_PORT, IP_ONLY):
+        yield "ioc_endpoints", ioc.value
+        yield "ioc_ips", semantics.ip_of(ioc)
+    elif variant is DOMAIN:
+        yield "ioc_domains", ioc.value
+        unicode = domain_unicode_form(ioc.value) if "xn--" in ioc.value else None
+        if unicode:
+            yield "ioc_domains", unicode
+    elif variant is URL:
+        yield ("ioc_urls" if "?" in ioc.value else "ioc_url_paths"), ioc.value
+    else:
+        yield LIST_NAMES[ioc.ioc_type], ioc.value
+
+
 def ioc_lists(variant: Variant, iocs: Sequence[Ioc]) -> dict[str, list[str]]:
     """The named value lists a variant's query compares against (also the watchlist rows)."""
-    if variant in (IP_PORT, IP_ONLY):
-        return {
-            "ioc_endpoints": sorted({i.value for i in iocs}),
-            "ioc_ips": sorted({semantics.ip_of(i) for i in iocs}),
-        }
-    if variant is DOMAIN:
-        return {"ioc_domains": sorted(semantics.DomainSet.of(iocs).names)}
-    if variant is URL:
-        urls = semantics.UrlSet.of(iocs)
-        return {"ioc_urls": sorted(urls.with_query), "ioc_url_paths": sorted(urls.without_query)}
-    return {
-        LIST_NAMES[t]: sorted({i.value for i in iocs if i.ioc_type is t})
-        for t in HASH.ioc_types
-        if any(i.ioc_type is t for i in iocs)
-    }
+    names = {IP_PORT: ("ioc_endpoints", "ioc_ips"), IP_ONLY: ("ioc_endpoints", "ioc_ips"),
+             DOMAIN: ("ioc_domains",), URL: ("ioc_urls", "ioc_url_paths")}.get(variant, ())  # fmt: skip
+    lists: dict[str, set[str]] = {name: set() for name in names}
+    for ioc in iocs:
+        for name, value in ioc_list_values(variant, ioc):
+            lists.setdefault(name, set()).add(value)
+    if variant is HASH:  # hash lists in a fixed order: md5, sha1, sha256
+        lists = {LIST_NAMES[t]: lists[LIST_NAMES[t]] for t in HASH.ioc_types if LIST_NAMES[t] in lists}
+    return {name: sorted(values) for name, values in lists.items()}
 
 
-def _domain_fn(domains: semantics.DomainSet) -> str:
+def _domain_fn(names: Iterable[str]) -> str:
     branches = []
-    for count in domains.label_counts:
+    for count in sorted({name.count(".") + 1 for name in names}, reverse=True):
         suffix = f"extract({kql_regex(semantics.suffix_pattern(count))}, 1, host)"
         branches.append(f"{suffix} in (ioc_domains), {suffix}")
     return f'let domain_ioc = (host:string) {{ case({", ".join(branches)}, "") }};'
@@ -132,9 +143,8 @@ def _host_expr(column: str, form: str) -> str:
     return f"host_name({column})"
 
 
-def _build(table: Table, variant: Variant, iocs: Sequence[Ioc], source: ListSource) -> _Query:
+def _build(table: Table, variant: Variant, lists: dict[str, list[str]], source: ListSource) -> _Query:
     query = _Query()
-    lists = ioc_lists(variant, iocs)
     query.lets.extend(source.let(name, values) for name, values in lists.items())
     if variant in (IP_PORT, IP_ONLY):
         query.lets.append(ENDPOINT_FN)
@@ -149,7 +159,7 @@ def _build(table: Table, variant: Variant, iocs: Sequence[Ioc], source: ListSour
             query.fields.append((f"{pair.ip}:{pair.port}", value, match))
             query.extra["MatchedIp"].append(pair.ip)
     elif variant is DOMAIN:
-        query.lets += [HOST_NAME_FN, _domain_fn(semantics.DomainSet.of(iocs))]
+        query.lets += [HOST_NAME_FN, _domain_fn(lists["ioc_domains"])]
         for host in table.hosts:
             query.fields.append((host.column, _host_expr(host.column, host.form), "domain_ioc(_v{i})"))
     elif variant is URL:
@@ -194,9 +204,11 @@ def compile_query(
     source: ListSource = INLINE,
     order: bool = True,
     ingested_within: str | None = None,
+    lists: dict[str, list[str]] | None = None,
 ) -> str:
-    """The KQL text of one hunting query (`header` lines become `//` comments)."""
-    query = _build(table, variant, iocs, source)
+    """The KQL text of one hunting query (`header` lines become `//` comments; `lists`, when given, are
+    `ioc_lists(variant, iocs)` computed once for several queries)."""
+    query = _build(table, variant, lists if lists is not None else ioc_lists(variant, iocs), source)
     if not query.fields:
         raise ValueError(f"{table.name} has no column for {variant.name} IOCs")
     time = table.time_column(platform)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from foxhunt.model import Ioc, IocType
-from foxhunt.normalize import DEFAULT_PORTS, domain_unicode_form, split_ip_port
+from foxhunt.normalize import DEFAULT_PORTS, domain_unicode_form
 
 # One regular expression splits a URL-like log value into scheme, host, port, path and query. It is
 # written for RE2 (Kusto) and Python `re` alike; the KQL compiler embeds it verbatim.
@@ -87,7 +87,8 @@ class UrlSet:
 
 
 def ip_of(ioc: Ioc) -> str:
-    return split_ip_port(ioc.value)[0]
+    """The IP of an ip:port IOC (its value is canonical: ``1.2.3.4:443`` or ``[2001:db8::1]:443``)."""
+    return ioc.value.rsplit(":", 1)[0].strip("[]")
 
 
 # ---- log side: the reference implementation --------------------------------------------------------

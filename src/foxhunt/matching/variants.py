@@ -8,7 +8,7 @@ from foxhunt.catalog import Table
 from foxhunt.model import IocType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared by identity: there is one object per variant
 class Variant:
     name: str
     title: str

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from foxhunt.catalog import Table, load_catalog
-from foxhunt.matching.kql import INLINE, ListSource, compile_query, ioc_lists, kql_string
+from foxhunt.matching.kql import INLINE, ListSource, compile_query, ioc_list_values, ioc_lists
 from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, VARIANTS, Variant
 from foxhunt.model import Ioc
 from foxhunt.rules.families import Family, iocs_count
@@ -81,23 +81,29 @@ def severity(variant: Variant, iocs: Sequence[Ioc]) -> str:
 
 
 def _ioc_cost(variant: Variant, ioc: Ioc) -> int:
-    """Characters one IOC adds to a query's lists."""
-    return sum(len(kql_string(v)) + 2 for values in ioc_lists(variant, [ioc]).values() for v in values)
+    """Characters one IOC adds to a query's lists: each value quoted (with escapes) plus ", "."""
+    return sum(len(v) + 4 + v.count('"') + v.count("\\") for _, v in ioc_list_values(variant, ioc))
 
 
 def split_by_length(
-    table: Table, variant: Variant, iocs: Sequence[Ioc], limit: int = QUERY_LIMIT
+    table: Table,
+    variant: Variant,
+    iocs: Sequence[Ioc],
+    costs: Sequence[int] | None = None,
+    limit: int = QUERY_LIMIT,
 ) -> list[list[Ioc]]:
-    """Consecutive chunks of `iocs` whose compiled analytics query stays within `limit` characters."""
+    """Consecutive chunks of `iocs` whose compiled analytics query stays within `limit` characters
+    (`costs[i]`, when given, is `_ioc_cost(variant, iocs[i])`)."""
     sample = list({ioc.ioc_type: ioc for ioc in iocs}.values())  # one IOC per type: every list and column
     overhead = len(compile_query(table, variant, sample, order=False)) - sum(
         _ioc_cost(variant, i) for i in sample
     )
     budget = limit - overhead - 400  # room for the header comment and extra domain label counts
+    if costs is None:
+        costs = [_ioc_cost(variant, ioc) for ioc in iocs]
     chunks: list[list[Ioc]] = [[]]
     used = 0
-    for ioc in iocs:
-        cost = _ioc_cost(variant, ioc)
+    for ioc, cost in zip(iocs, costs, strict=True):
         if chunks[-1] and used + cost > budget:
             chunks.append([])
             used = 0
@@ -147,9 +153,9 @@ def _watchlists(family: Family, variants: Sequence[Variant]) -> list[Watchlist]:
         for ioc in family.iocs:
             if ioc.ioc_type not in variant.ioc_types:
                 continue
-            for kind, values in ioc_lists(variant, [ioc]).items():
-                for value in values:
-                    rows.setdefault((kind, value), _watchlist_row(value, kind, ioc))
+            for kind, value in ioc_list_values(variant, ioc):
+                if (kind, value) not in rows:
+                    rows[(kind, value)] = _watchlist_row(value, kind, ioc)
     ordered = [rows[key] for key in sorted(rows)]
     files: list[list[tuple[str, ...]]] = [[]]
     size = len(",".join(WATCHLIST_COLUMNS)) + 1
@@ -180,22 +186,36 @@ def _description(family: Family, table: Table, variant: Variant, iocs: Sequence[
     )
 
 
-def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyPlan:
-    """All hunting queries and analytics rules of one family."""
-    plan = FamilyPlan(family)
+Work = list[tuple[Table, Variant, list[Ioc]]]
+
+
+def plan_chunks(
+    family: Family, options: PlanOptions = PlanOptions()
+) -> tuple[Work, dict[tuple[str, str], list[list[Ioc]]], bool]:
+    """Which IOCs go into which numbered query, per (table, variant), and whether a watchlist is needed."""
     catalog = load_catalog()
     tables = [catalog[name] for name in options.tables] if options.tables else list(catalog.values())
     work: list[tuple[Table, Variant, list[Ioc]]] = []
+    costs: dict[str, list[int]] = {}
     for variant in VARIANTS:
         members = [i for i in family.iocs if i.ioc_type in variant.ioc_types]
         if members:
             work += [(t, variant, members) for t in tables if variant.applies_to(t)]
-    chunked = {(t.name, v.name): split_by_length(t, v, members) for t, v, members in work}
+            costs[variant.name] = [_ioc_cost(variant, ioc) for ioc in members]
+    chunked = {(t.name, v.name): split_by_length(t, v, members, costs[v.name]) for t, v, members in work}
     use_watchlist = any(len(chunks) > options.max_rules for chunks in chunked.values())
+    if use_watchlist:
+        chunked = {key: [members] for (key, (_, _, members)) in zip(chunked, work, strict=True)}
+    return work, chunked, use_watchlist
+
+
+def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyPlan:
+    """All hunting queries and analytics rules of one family."""
+    plan = FamilyPlan(family)
+    work, chunked, use_watchlist = plan_chunks(family, options)
     if use_watchlist:
         plan.watchlists = _watchlists(family, sorted({v for _, v, _ in work}, key=VARIANTS.index))
         source = ListSource(tuple(w.alias for w in plan.watchlists))
-        chunked = {key: [members] for (key, (_, _, members)) in zip(chunked, work, strict=True)}
     else:
         source = INLINE
     for table, variant, _ in work:
@@ -220,6 +240,7 @@ def _add_queries(
 ) -> None:
     family = plan.family
     types = tuple(sorted({i.ioc_type.value for i in iocs}))
+    lists = ioc_lists(variant, iocs)
     header = [
         f"foxhunt | {family.name} | {variant.title} IOCs in {table.name}{part}",
         f"{iocs_count(len(iocs))} from abuse.ch ThreatFox; match: {variant.match_type}.",
@@ -239,6 +260,7 @@ def _add_queries(
                     table,
                     variant,
                     iocs,
+                    lists=lists,
                     platform=platform,
                     lookback=options.lookback,
                     header=header,
@@ -259,6 +281,7 @@ def _add_queries(
                 table,
                 variant,
                 iocs,
+                lists=lists,
                 lookback=options.rule_period,
                 header=header,
                 source=source,
