@@ -3,6 +3,7 @@ find exactly the planted hits, with the right matched IOC and match type."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from foxhunt.build import build
 from foxhunt.catalog import load_catalog
+from foxhunt.rules.planner import WATCHLIST_FILE_LIMIT, PlanOptions
 from logcorpus import IOCS, corpus_for, materialise
 
 DUCKDB_TYPES = {
@@ -120,3 +122,40 @@ def test_hunting_queries_find_exactly_the_planted_hits(pack: Path, engine) -> No
         )
         checked += 1
     assert checked == len(emitted_queries(pack))
+
+
+def test_watchlist_backed_queries_find_the_same_hits(tmp_path: Path, engine) -> None:
+    """A family too large for inline lists reads a Sentinel watchlist; run with the watchlist CSV as the
+    table `_GetWatchlist` returns, its queries find exactly the planted hits."""
+    feed = write_feed(tmp_path / "feed.json")
+    data = json.loads(feed.read_text())
+    padding = [
+        dict(data["data"][2], id=str(5000 + n), ioc=f"pad-{n}.fixture-padding.net") for n in range(800)
+    ]
+    data["data"] += padding
+    feed.write_text(json.dumps(data))
+    out = tmp_path / "packs"
+    build([feed], out, options=PlanOptions(max_rules=1))
+    manifest = json.loads((out / "manifest.json").read_text())
+    (watchlist,) = manifest["families"][0]["watchlists"]
+    assert (out / watchlist).stat().st_size < WATCHLIST_FILE_LIMIT
+    con, corpora = engine
+    alias = Path(watchlist).stem
+    with (out / watchlist).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["SearchKey"] for r in rows} >= {p["ioc"] for p in padding}
+    con.execute(f'CREATE OR REPLACE TABLE "{alias}" (SearchKey VARCHAR, Kind VARCHAR)')
+    con.executemany(f'INSERT INTO "{alias}" VALUES (?, ?)', [(r["SearchKey"], r["Kind"]) for r in rows])
+    hunting = [r for r in manifest["rules"] if r["kind"] == "hunting"]
+    assert hunting and all(r["platform"] == "sentinel" for r in hunting)
+    for entry in hunting:
+        kql = (out / entry["path"]).read_text()
+        assert f'_GetWatchlist("{alias}")' in kql and "dynamic([" not in kql
+        corpus, columns, table_rows = corpora[entry["table"]]
+        time_index = columns.index(corpus.table.time_column("sentinel"))
+        by_time = {row[time_index]: n for n, row in enumerate(table_rows)}
+        result = duckdb_kql.kql(con, kql.replace(f'_GetWatchlist("{alias}")', alias))
+        names = [d[0] for d in result.description]
+        found = {by_time[r[names.index(corpus.table.time_column("sentinel"))]] for r in result.fetchall()}
+        expected = {n for n, row in enumerate(corpus.rows) if entry["variant"] in row.expect and not row.old}
+        assert found == expected, entry["path"]
