@@ -10,23 +10,20 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table as RichTable
 
 from foxhunt import __version__
 from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
 from foxhunt.cli.hunt_command import hunt_command
-from foxhunt.cli.options import check_choice, parse_time
+from foxhunt.cli.options import check_choice, err, parse_time, progress
 from foxhunt.feeds import FORMATS, FeedError
 from foxhunt.model import IocType
-from foxhunt.rules.families import Family
 from foxhunt.rules.planner import PlanOptions
 
 app = typer.Typer(
@@ -35,7 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-err = Console(stderr=True)
 out = Console()
 
 EXIT_OK, EXIT_REJECTS, EXIT_INPUT = 0, 1, 2
@@ -57,18 +53,6 @@ def main_callback(
     ] = False,
 ) -> None:
     """foxhunt: turn abuse.ch ThreatFox IOCs into hunting packs (exit codes: 0 ok, 1 --strict rejects, 2 input)."""
-
-
-def _progress(families: Sequence[Family]) -> Iterator[Family]:
-    """The families, with a progress bar on a terminal (nothing when stderr is not a TTY)."""
-    if not err.is_terminal:
-        yield from families
-        return
-    with Progress(TextColumn("building packs"), BarColumn(), MofNCompleteColumn(), console=err) as bar:
-        task = bar.add_task("families", total=len(families))
-        for family in families:
-            yield family
-            bar.advance(task)
 
 
 def _report(result: BuildResult, target: Path, output_format: str) -> None:
@@ -124,7 +108,7 @@ def _run_build(
     try:
         result = build(
             feeds, target, feed_format=feed_format, selection=selection, options=options,
-            progress=_progress,
+            progress=progress("building packs"),
         )  # fmt: skip
     except (FeedError, OutputError, SelectionError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)

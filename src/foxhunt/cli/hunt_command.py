@@ -13,17 +13,15 @@ import os
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table as RichTable
 
-from foxhunt.cli.options import check_choice, parse_time
+from foxhunt.cli.options import check_choice, err, parse_time, progress
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.hunt import Hit, HuntResult, hunt
 from foxhunt.hunt.packs import PackError, load_pack_iocs
@@ -32,18 +30,6 @@ EXIT_OK, EXIT_HITS, EXIT_INPUT = 0, 1, 2
 HUNT_FORMATS = ("jsonl", "csv", "table")
 HIT_FIELDS = [f.name for f in fields(Hit)]
 SHOWN_PROBLEMS = 20
-err = Console(stderr=True)
-
-
-def _progress(logs: Sequence[str]) -> Iterator[str]:
-    if not err.is_terminal:
-        yield from logs
-        return
-    with Progress(TextColumn("reading logs"), BarColumn(), MofNCompleteColumn(), console=err) as bar:
-        task = bar.add_task("logs", total=len(logs))
-        for log in logs:
-            yield log
-            bar.advance(task)
 
 
 def render_hits(result: HuntResult, output_format: str) -> str:
@@ -138,7 +124,7 @@ def hunt_command(
         raise typer.Exit(EXIT_INPUT) from None
     result = hunt(
         logs, iocs, table=table, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
-        progress=_progress,
+        progress=progress("reading logs"),
     )  # fmt: skip
     for reject in result.rejects[:SHOWN_PROBLEMS]:
         err.print(f"broken record: {reject}", markup=False, highlight=False)

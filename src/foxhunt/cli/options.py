@@ -1,11 +1,17 @@
-"""Option parsing shared by the foxhunt commands."""
+"""Option parsing and terminal output shared by the foxhunt commands."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+T = TypeVar("T")
+err = Console(stderr=True)
 
 
 def parse_time(value: str | None, option: str = "--since") -> datetime | None:
@@ -23,3 +29,19 @@ def parse_time(value: str | None, option: str = "--since") -> datetime | None:
 def check_choice(value: str | None, choices: Sequence[str], option: str) -> None:
     if value is not None and value not in choices:
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
+def progress(label: str) -> Callable[[Sequence[T]], Iterator[T]]:
+    """Wrap a sequence in a progress bar on a terminal; plain iteration when stderr is not a TTY."""
+
+    def track(items: Sequence[T]) -> Iterator[T]:
+        if not err.is_terminal:
+            yield from items
+            return
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), console=err) as bar:
+            task = bar.add_task(label, total=len(items))
+            for item in items:
+                yield item
+                bar.advance(task)
+
+    return track
