@@ -232,3 +232,16 @@ def test_family_can_be_selected_by_alias(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["iocs"] == sum(
         1 for r in source if "BEACON" in (r.get("malware_alias") or "")
     )
+
+
+def test_an_ioc_too_long_for_an_inline_query_moves_its_family_to_a_watchlist(tmp_path: Path) -> None:
+    record = {"id": "1", "ioc": "http://long.example.com/" + "a" * 8000, "ioc_type": "url",
+              "threat_type": "payload_delivery", "malware": "win.x", "malware_printable": "X",
+              "confidence_level": 80, "first_seen": "2026-11-01 00:00:00 UTC"}  # fmt: skip
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps([record, dict(record, id="2", ioc="http://short.example.com/x")]))
+    result = build([feed], tmp_path / "out")
+    (plan,) = result.plans
+    assert plan.watchlists and all(len(rule.query) <= QUERY_LIMIT for rule in plan.analytics)
+    rows = (tmp_path / "out" / "win-x" / "watchlists" / f"{plan.watchlists[0].alias}.csv").read_text()
+    assert record["ioc"] in rows

@@ -453,16 +453,17 @@ def test_broken_zip_is_a_feed_error(tmp_path: Path) -> None:
 
 
 def test_csv_is_streamed(tmp_path: Path) -> None:
-    """The first IOCs come out before the reader meets the undecodable end of the file."""
+    """The first IOCs come out before the reader meets the cut-off end of the file."""
     records = [api_record(str(n), f"10.{n // 256}.{n % 256}.1:80") for n in range(2000)]
-    path = write(tmp_path / "stream.csv", csv_export(records).encode() + b'"\xff\xfe junk"\n')
+    data = gzip.compress(csv_export(records).encode())
+    path = write(tmp_path / "stream.csv.gz", data[:-100])
 
     items = iter_feed(path)
     first = next(items)
 
     assert isinstance(first, Ioc)
     assert first.threatfox_id == "0"
-    with pytest.raises(FeedError, match="UTF-8"):
+    with pytest.raises(FeedError, match=r"stream\.csv\.gz: cannot read"):
         list(items)
 
 
@@ -536,12 +537,13 @@ def test_forced_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
-        ("junk.bin", bytes(range(256)) * 4, "UTF-8"),
+        ("junk.bin", bytes(range(256)) * 4, "not a ThreatFox"),
+        ("utf16.csv", '# "ioc_id","ioc_value"\n'.encode("utf-16"), "not UTF-8 text .*byte 0xff"),
         ("empty.csv", b"", "empty"),
         ("blank.json", b" \n\n\t\n", "empty"),
         ("words.txt", b"hello world\n", "not a ThreatFox"),
         ("cut.json", b'{"query_status": "ok", "data": [', "invalid JSON"),
-        ("latin1.csv", '# header\n"caf\xe9"\n'.encode("latin-1"), "UTF-8"),
+        ("outside.json", b'[{"id": "1"}, \xff]', "not UTF-8 text .* parsed as a whole"),
         ("number.json", b"42", "not a ThreatFox"),
     ],
 )
@@ -604,14 +606,40 @@ def test_same_value_with_different_ids_keeps_the_latest(tmp_path: Path) -> None:
     assert len(result.rejects) == 1  # the "domain" that is a URL
 
 
-def test_first_seen_is_the_fallback_and_ties_keep_the_first(tmp_path: Path) -> None:
+def test_first_seen_is_the_fallback_and_ties_keep_the_last_read(tmp_path: Path) -> None:
     records = [
         api_record("1", "evil.com", "domain", first_seen="2022-02-20 10:00:00 UTC"),
         api_record("2", "evil.com", "domain", first_seen="2022-02-20 10:00:00 UTC"),
         api_record("3", "evil.com", "domain", first_seen=None),
     ]
     result = read_feeds([write(tmp_path / "a.json", json.dumps(records))])
-    assert [ioc.threatfox_id for ioc in result.iocs] == ["1"]
+    assert [ioc.threatfox_id for ioc in result.iocs] == ["2"]
+    assert result.duplicates == 2
+
+
+def test_updated_re_export_given_after_the_old_one_replaces_it(tmp_path: Path) -> None:
+    """Same id, same times (ThreatFox does not always move last_seen): the file read last wins."""
+    old = api_record("1", "1.2.3.4:443", last_seen="2022-02-21 00:00:00 UTC", confidence_level=50)
+    updated = {**old, "confidence_level": 90, "tags": ["updated"]}
+    old_file = write(tmp_path / "old.csv", csv_export([old]))
+    new_file = write(tmp_path / "new.json", json.dumps([updated]))
+
+    (ioc,) = read_feeds([old_file, new_file]).iocs
+    assert (ioc.confidence, ioc.tags, ioc.source) == (90, ("updated",), str(new_file))
+    (ioc,) = read_feeds([new_file, old_file]).iocs
+    assert (ioc.confidence, ioc.source) == (50, str(old_file))
+
+
+def test_tie_between_ids_goes_to_the_record_read_last(tmp_path: Path) -> None:
+    """The value pass compares read positions too, not the order in which the ids were first met."""
+    seen = {"first_seen": "2022-02-20 10:00:00 UTC"}
+    records = [
+        api_record("1", "evil.com", "domain", confidence_level=10, **seen),
+        api_record("2", "evil.com", "domain", confidence_level=20, **seen),
+        api_record("1", "evil.com", "domain", confidence_level=30, **seen),
+    ]
+    result = read_feeds([write(tmp_path / "a.json", json.dumps(records))])
+    assert [(ioc.threatfox_id, ioc.confidence) for ioc in result.iocs] == [("1", 30)]
     assert result.duplicates == 2
 
 
@@ -630,3 +658,136 @@ def test_output_is_sorted_by_malware_type_and_value(tmp_path: Path) -> None:
     assert keys == sorted(keys)
     assert [ioc.threatfox_id for ioc in first.iocs] == ["4", "3", "2", "5", "1"]
     assert [comparable(i) for i in first.iocs] == [comparable(i) for i in second.iocs]
+
+
+# ---------------------------------------------------------------- one bad record never costs the file
+
+
+def test_oversized_field_is_one_rejected_record(tmp_path: Path) -> None:
+    huge = "http://evil.com/" + "a" * 200_000  # past csv's default field limit of 131,072 characters
+    records = [api_record("1"), api_record("2", huge, "url"), api_record("3", "5.6.7.8:80")]
+    path = write(tmp_path / "huge.csv", csv_export(records))
+
+    iocs, rejects = split(list(iter_feed(path)))
+
+    assert [ioc.threatfox_id for ioc in iocs] == ["1", "3"]
+    (reject,) = rejects
+    assert (reject.file, reject.record) == (str(path), 2)
+    assert "URL longer than 8192 characters" in reject.reason
+    assert reject.value.startswith("http://evil.com/aaa")
+    assert len(reject.value) < 1100  # cut for display
+
+
+def test_field_past_the_raised_limit_is_a_feed_error(tmp_path: Path) -> None:
+    row = list(csv_row(api_record("1")).values())
+    row[2] = "x" * (16 * 1024 * 1024 + 1)
+    path = write(tmp_path / "absurd.csv", csv_export([]) + csv_line(row))
+    with pytest.raises(FeedError, match=r"absurd\.csv: unreadable CSV \(field larger than field limit"):
+        read_feeds([path])
+
+
+def test_csv_row_with_bytes_that_are_not_utf8_is_rejected_alone(tmp_path: Path) -> None:
+    good = csv_export([api_record("1"), api_record("4", "bücher.example", "domain", tags=["Ünïcode"])])
+    header, footer = good.rsplit("\n", 2)[0], "# Number of entries: 4\n"
+    bad_value = csv_line(list(csv_row(api_record("2", "5.6.7.8:80")).values())).encode()
+    bad_value = bad_value.replace(b"5.6.7.8:80", b"5.6.7.8:80\xff")
+    bad_tags = csv_line(list(csv_row(api_record("3", "9.9.9.9:80", tags=["caf\u00e9"])).values()))
+    content = header.encode() + b"\n" + bad_value + bad_tags.encode("latin-1") + footer.encode()
+    path = write(tmp_path / "latin1.csv", content)
+
+    iocs, rejects = split(list(iter_feed(path)))
+
+    assert sorted(ioc.threatfox_id for ioc in iocs) == ["1", "4"]
+    assert {ioc.value for ioc in iocs} == {"1.2.3.4:443", "xn--bcher-kva.example"}
+    assert [(r.record, r.reason, r.value) for r in rejects] == [
+        (3, "undecodable bytes in field ioc_value", "5.6.7.8:80\\xff"),
+        (4, "undecodable bytes in field tags", "9.9.9.9:80"),
+    ]
+    for reject in rejects:  # what rejected.csv and stderr get can be written as UTF-8
+        str(reject).encode("utf-8")
+
+
+def test_json_record_with_bytes_that_are_not_utf8_is_rejected_alone(tmp_path: Path) -> None:
+    text = json.dumps([api_record("1"), api_record("2", "5.6.7.8:80", tags=["MARK"])])
+    path = write(tmp_path / "a.json", text.encode().replace(b"MARK", b"M\xe9RK"))
+
+    iocs, rejects = split(list(iter_feed(path)))
+
+    assert [ioc.threatfox_id for ioc in iocs] == ["1"]
+    assert [(r.record, r.reason, r.value) for r in rejects] == [
+        (2, "undecodable bytes in field tags", "5.6.7.8:80")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": [1]}, "field id must be a string or number"),
+        ({"id": True}, "field id must be a string or number"),
+        ({"ioc": ["1.2.3.4:80"]}, "field ioc must be a string or number"),
+        ({"ioc_type": {"name": "ip:port"}}, "field ioc_type must be a string or number"),
+        ({"threat_type": ["botnet_cc"]}, "field threat_type must be a string or number"),
+        ({"malware": {"id": 1}}, "field malware must be a string or number"),
+        ({"malware_printable": ["x"]}, "field malware_printable must be a string or number"),
+        ({"malware_malpedia": ["x"]}, "field malware_malpedia must be a string or number"),
+        ({"reporter": ["x"]}, "field reporter must be a string or number"),
+        ({"reference": {"url": "x"}}, "field reference must be a string or number"),
+        ({"first_seen": ["2022-02-20 22:39:01 UTC"]}, "field first_seen must be a string or number"),
+        ({"last_seen": {}}, "field last_seen must be a string or number"),
+        ({"tags": {"a": 1}}, "field tags must be a string or a list of strings"),
+        ({"malware_alias": 7}, "field malware_alias must be a string or a list of strings"),
+    ],
+)
+def test_wrong_json_types_are_rejected(tmp_path: Path, change: dict, reason: str) -> None:
+    records = [api_record("1"), {**api_record("2", "5.6.7.8:80"), **change}]
+    items = list(iter_feed(write(tmp_path / "a.json", json.dumps(records))))
+    assert isinstance(items[0], Ioc)
+    assert isinstance(items[1], Reject)
+    assert (items[1].record, items[1].reason) == (2, reason)
+
+
+def test_wrong_json_type_in_the_export_names_its_field(tmp_path: Path) -> None:
+    document = json.loads(json_export([api_record("1")]))
+    document["1"][0]["ioc_value"] = ["1.2.3.4:443"]
+    (reject,) = read_feeds([write(tmp_path / "e.json", json.dumps(document))]).rejects
+    assert (reject.reason, reject.value) == ("field ioc_value must be a string or number", '["1.2.3.4:443"]')
+
+
+def test_numbers_are_text_and_list_items_that_are_not_strings_are_dropped(tmp_path: Path) -> None:
+    record = api_record(7, reference=123, tags=["a", 1, None, ["b"], {"c": 2}, " d "], malware_alias=[3, "X"])
+    (ioc,) = read_feeds([write(tmp_path / "a.json", json.dumps([record]))]).iocs
+    assert (ioc.threatfox_id, ioc.reference) == ("7", "123")
+    assert ioc.tags == ("a", "d")
+    assert ioc.malware_alias == ("X",)
+
+
+@pytest.mark.parametrize(
+    ("ioc", "ioc_type"),
+    [
+        ("http://evil.com/a\x00b", "url"),
+        ("\x00http://evil.com/", "url"),
+        ("http://evil.com/\x1b[31m", "url"),
+        ("http://evil.com/a\x7f", "url"),
+        ("evil\x00.com", "domain"),
+        ("1.2.3.4:80\x00", "ip:port"),
+        (SHA256[:-1] + "\x00", "sha256_hash"),
+    ],
+)
+def test_control_characters_are_rejected_and_shown_escaped(tmp_path: Path, ioc: str, ioc_type: str) -> None:
+    records = [api_record("1"), api_record("2", ioc, ioc_type)]
+    items = list(iter_feed(write(tmp_path / "a.json", json.dumps(records))))
+
+    assert isinstance(items[0], Ioc)
+    reject = items[1]
+    assert isinstance(reject, Reject)
+    assert reject.record == 2
+    for shown in (reject.value, reject.reason, str(reject)):
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in shown), shown
+    assert reject.value == ioc.replace("\x00", "\\x00").replace("\x1b", "\\x1b").replace("\x7f", "\\x7f")
+
+
+def test_csv_reject_values_are_shown_escaped(tmp_path: Path) -> None:
+    row = list(csv_row(api_record("1", "http://evil.com/\x01")).values())
+    path = write(tmp_path / "c.csv", csv_export([]) + csv_line(row[:-1]))
+    (reject,) = read_feeds([path]).rejects
+    assert (reject.reason, reject.value) == ("expected 15 fields, got 14", "http://evil.com/\\x01")

@@ -64,7 +64,7 @@ class Reject:
     value: str = ""
 
     def __str__(self) -> str:
-        shown = f" ({self.value!r})" if self.value else ""
+        shown = f" (value: {self.value})" if self.value else ""
         return f"{self.file}: record {self.record}: {self.reason}{shown}"
 
 

@@ -26,16 +26,25 @@ _REFANG = [
     (re.compile(r"^hxxp(s?)(?=(:|\[:\])//)", re.IGNORECASE), r"http\1"),
     (re.compile(r"^fxp(?=(:|\[:\])//)", re.IGNORECASE), "ftp"),
 ]
+# every _REFANG pattern needs a bracket or an hx / fx scheme start: values without one skip the five passes
+_MAY_BE_DEFANGED = re.compile(r"[\[({]|^[hf]x", re.IGNORECASE).search
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}").fullmatch  # dotted quad, no leading zeros
+_SPACE = re.compile(r"\s").search  # the characters str.isspace() accepts
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]").search  # C0, DEL and C1 control characters
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"[0-9a-f]+").fullmatch
 HASH_LENGTHS = {IocType.MD5: 32, IocType.SHA1: 40, IocType.SHA256: 64}
+MAX_URL_LENGTH = 8192  # RFC 9110 asks for URLs of 8,000 octets to work; a longer value is junk, not an IOC
 
 
 def refang(value: str) -> str:
     """Undo the usual defanging: ``[.]``, ``(.)``, ``[:]``, ``hxxp(s)://``."""
     value = value.strip()
+    if not _MAY_BE_DEFANGED(value):
+        return value
     for pattern, replacement in _REFANG:
         value = pattern.sub(replacement, value)
     return value
@@ -43,12 +52,19 @@ def refang(value: str) -> str:
 
 def normalize_ip(value: str) -> str:
     """Canonical text of an IPv4 or IPv6 address (IPv6 compressed, lower-case)."""
+    if _CANONICAL_IPV4(value):  # the common case, already canonical: no need for ipaddress
+        return value
     if "%" in value:
         raise InvalidIoc(f"scoped IPv6 address (with %zone) is not an IOC: {value!r}")
     try:
         return ipaddress.ip_address(value).compressed
     except ValueError:
         raise InvalidIoc(f"not an IP address: {value!r}") from None
+
+
+def _may_be_ip(name: str) -> bool:
+    """False when `name` cannot be an IP address: an IPv4 ends with a digit, an IPv6 has a colon."""
+    return ":" in name or name[-1:].isdigit()
 
 
 def parse_port(value: str) -> int:
@@ -93,12 +109,13 @@ def normalize_domain(value: str, min_labels: int = 2) -> str:
         name = name[:-1]
     if not name:
         raise InvalidIoc("empty domain")
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    else:
-        raise InvalidIoc(f"an IP address is not a domain: {value!r}")
+    if _may_be_ip(name):
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            raise InvalidIoc(f"an IP address is not a domain: {value!r}")
     if not name.isascii():
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
@@ -111,7 +128,19 @@ def normalize_domain(value: str, min_labels: int = 2) -> str:
         raise InvalidIoc(f"not a valid host name: {value!r}")
     if labels[-1].isdigit():
         raise InvalidIoc(f"top-level label is numeric: {value!r}")
+    if "xn--" in name:
+        for label in labels:
+            if label.startswith("xn--"):
+                _check_a_label(label, value)
     return name
+
+
+def _check_a_label(label: str, value: str) -> None:
+    """An ``xn--`` label must decode to a valid U-label (the rule Unicode input is held to)."""
+    try:
+        idna.decode(label)
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise InvalidIoc(f"not a valid internationalised domain name: {value!r} ({label}: {exc})") from None
 
 
 def domain_unicode_form(name: str) -> str | None:
@@ -128,18 +157,24 @@ def normalize_host(host: str) -> str:
     """A URL host: an IP (IPv6 kept in brackets) or a host name (a single label is allowed)."""
     if host.startswith("[") and host.endswith("]"):
         return f"[{normalize_ip(host[1:-1])}]"
-    try:
-        return ipaddress.ip_address(host).compressed
-    except ValueError:
-        return normalize_domain(host, min_labels=1)
+    if _may_be_ip(host):
+        try:
+            return ipaddress.ip_address(host).compressed
+        except ValueError:
+            pass
+    return normalize_domain(host, min_labels=1)
 
 
 def normalize_url(value: str) -> str:
     """``scheme://host[:port]/path[?query]``: scheme and host lower-cased, default port, userinfo and
     fragment dropped, empty path written ``/``, path and query case kept."""
     raw = refang(value)
-    if any(ch.isspace() for ch in raw):
+    if len(raw) > MAX_URL_LENGTH:
+        raise InvalidIoc(f"URL longer than {MAX_URL_LENGTH} characters: {len(raw)}")
+    if _SPACE(raw):
         raise InvalidIoc(f"URL contains white space: {value!r}")
+    if _CONTROL(raw):  # urlsplit would silently drop some of them
+        raise InvalidIoc(f"URL contains a control character: {value!r}")
     try:
         parts = urlsplit(raw)
         port = parts.port
@@ -164,8 +199,10 @@ def normalize_url(value: str) -> str:
 def normalize_hash(value: str, ioc_type: IocType) -> str:
     digest = value.strip().lower()
     expected = HASH_LENGTHS[ioc_type]
-    if len(digest) != expected or not _HEX.match(digest):
+    if len(digest) != expected:
         raise InvalidIoc(f"{ioc_type.value} must be {expected} hex characters, got {len(digest)}: {value!r}")
+    if not _HEX(digest):
+        raise InvalidIoc(f"{ioc_type.value} is not hexadecimal: {value!r}")
     return digest
 
 

@@ -11,10 +11,14 @@ from foxhunt.model import Ioc, IocType
 NEVER_SEEN = datetime.min.replace(tzinfo=UTC)
 
 
-def _keep_newer(kept: dict[Hashable, Ioc], key: Hashable, ioc: Ioc) -> None:
-    """Store `ioc` under `key` unless what is there was seen at the same time or later."""
+def _keep_latest(kept: dict[Hashable, Ioc], key: Hashable, ioc: Ioc) -> None:
+    """Store `ioc` under `key` unless what is there was seen later. `ioc` must be read after every IOC
+    in `kept`, so on a tie it wins; a replaced key is inserted anew, so that `kept` stays in read order."""
     current = kept.get(key)
-    if current is None or (ioc.seen or NEVER_SEEN) > (current.seen or NEVER_SEEN):
+    if current is None:
+        kept[key] = ioc
+    elif (ioc.seen or NEVER_SEEN) >= (current.seen or NEVER_SEEN):
+        del kept[key]
         kept[key] = ioc
 
 
@@ -31,16 +35,17 @@ def sort_iocs(iocs: Iterable[Ioc]) -> list[Ioc]:
 def deduplicate(iocs: Iterable[Ioc]) -> tuple[list[Ioc], int]:
     """(survivors sorted by malware, ioc_type, value; number of records removed).
 
-    First every ThreatFox id keeps its newest record (`Ioc.seen`), then every (ioc_type, value) among
-    those; on a tie the one read first stays.
+    First every ThreatFox id keeps its newest record (`Ioc.seen`: last_seen, else first_seen), then every
+    (ioc_type, value) among those; on a tie the record read last (later file, later record) wins, so an
+    updated re-export read after the old one replaces it.
     """
     by_id: dict[Hashable, Ioc] = {}
     total = 0
     for ioc in iocs:
         total += 1
-        _keep_newer(by_id, ioc.threatfox_id or (ioc.ioc_type, ioc.value), ioc)
+        _keep_latest(by_id, ioc.threatfox_id or (ioc.ioc_type, ioc.value), ioc)
     by_value: dict[Hashable, Ioc] = {}
-    for ioc in by_id.values():
-        _keep_newer(by_value, (ioc.ioc_type, ioc.value), ioc)
+    for ioc in by_id.values():  # in read order: see _keep_latest
+        _keep_latest(by_value, (ioc.ioc_type, ioc.value), ioc)
     survivors = sort_iocs(by_value.values())
     return survivors, total - len(survivors)

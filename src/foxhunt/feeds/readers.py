@@ -15,7 +15,18 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO
 
-from foxhunt.feeds.records import API_FIELDS, CSV_FIELDS, EXPORT_FIELDS, FieldNames, to_ioc
+from foxhunt.feeds.records import (
+    API_FIELDS,
+    CSV_FIELDS,
+    EXPORT_FIELDS,
+    FIELD_ORDER,
+    FieldNames,
+    has_undecodable,
+    reject,
+    to_ioc,
+    undecodable_field,
+    wrong_type,
+)
 from foxhunt.model import Ioc, Reject
 
 FORMATS = ("api", "csv", "json")
@@ -26,6 +37,12 @@ CSV_COLUMNS = (
 )  # fmt: skip
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
+# csv's default field limit (128 KiB) made one oversized field fail the whole file; now such a value is read
+# and rejected by validation as one record. A field past 16 MiB (a runaway quote, say) still fails the file.
+FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))
+UNDECODABLE = "undecodable bytes in field {}"
+VALUE_POSITION = FIELD_ORDER.index("value")
 
 
 class FeedError(Exception):
@@ -48,8 +65,6 @@ def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Rejec
             yield from _parse(lines, source, fmt)
     except FileNotFoundError:
         raise FeedError(f"{source}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise FeedError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise FeedError(f"{source}: unreadable CSV ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
@@ -58,7 +73,10 @@ def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Rejec
 
 @contextmanager
 def open_text(path: Path, source: str) -> Iterator[IO[str]]:
-    """The file's text, through gzip or from the first ``.csv`` member of a zip, by suffix or magic."""
+    """The file's text, through gzip or from the first ``.csv`` member of a zip, by suffix or magic.
+
+    A byte that is not UTF-8 reads as a lone surrogate (``errors="surrogateescape"``) so that only the
+    records holding one are rejected (`undecodable_field`), not the whole file."""
     with ExitStack() as stack:
         raw = stack.enter_context(path.open("rb"))
         magic = raw.peek(len(ZIP_MAGIC))[: len(ZIP_MAGIC)]
@@ -69,7 +87,8 @@ def open_text(path: Path, source: str) -> Iterator[IO[str]]:
             binary = stack.enter_context(archive.open(_csv_member(archive, source)))
         elif suffix == ".gz" or magic.startswith(GZIP_MAGIC):
             binary = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
-        yield stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8-sig", newline=""))
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        yield stack.enter_context(text)
 
 
 def _csv_member(archive: zipfile.ZipFile, source: str) -> zipfile.ZipInfo:
@@ -89,6 +108,8 @@ def _parse(lines: IO[str], source: str, fmt: str | None) -> Iterator[Ioc | Rejec
     else:
         raise FeedError(f"{source}: empty file")
     first = head[-1].lstrip()[0]
+    if "\udc80" <= first <= "\udcff":
+        raise FeedError(f"{source}: not UTF-8 text (starts with the byte 0x{ord(first) - 0xDC00:02x})")
     if fmt == "csv" or (fmt is None and first in '#"'):
         yield from read_csv(chain(head, lines), source)
     elif fmt is not None or first in "[{":
@@ -99,7 +120,8 @@ def _parse(lines: IO[str], source: str, fmt: str | None) -> Iterator[Ioc | Rejec
 
 def read_csv(lines: Iterable[str], source: str) -> Iterator[Ioc | Reject]:
     """A CSV export: columns by name from the commented header, else `CSV_COLUMNS`; rows numbered
-    from 1, comment and blank lines not counted."""
+    from 1, comment and blank lines not counted. A row of the wrong width or with bytes that are not
+    UTF-8 is rejected alone."""
     lines = iter(lines)
     columns = CSV_COLUMNS
     first_line: list[str] = []
@@ -119,12 +141,16 @@ def read_csv(lines: Iterable[str], source: str) -> Iterator[Ioc | Reject]:
     for row in csv.reader(chain(first_line, data_lines), skipinitialspace=True):
         if len(row) == width:
             number += 1
+            # an all-ASCII row (nearly every one; str.isascii is O(1)) holds no undecodable byte
+            if not all(map(str.isascii, row)) and (bad := undecodable_field(columns, row)):
+                yield reject(source, number, UNDECODABLE.format(bad), row[value_index])
+                continue
             row.append("")
             yield to_ioc(pick(row), source, number)
         elif any(field.strip() for field in row):  # a blank line is [] or [""]
             number += 1
             value = row[value_index] if value_index < len(row) else ""
-            yield Reject(source, number, f"expected {width} fields, got {len(row)}", value)
+            yield reject(source, number, f"expected {width} fields, got {len(row)}", value)
 
 
 def _header_columns(comment: str) -> tuple[str, ...] | None:
@@ -145,14 +171,20 @@ def read_json(document_text: str, source: str, fmt: str | None) -> Iterator[Ioc 
     try:
         document = json.loads(document_text)
     except json.JSONDecodeError as exc:
+        if has_undecodable(document_text[exc.pos : exc.pos + 1]):
+            raise FeedError(
+                f"{source}: not UTF-8 text (line {exc.lineno} column {exc.colno}); a JSON feed is parsed "
+                "as a whole, so a byte that is not UTF-8 outside a string makes the whole file unreadable"
+            ) from None
         raise FeedError(f"{source}: invalid JSON ({exc})") from None
+    undecodable = not document_text.isascii() and has_undecodable(document_text)
     if fmt is None:
         fmt = "api" if _looks_like_api(document) else "json"
     if fmt == "api":
         records, fields = enumerate(_api_records(document, source), 1), API_FIELDS
     else:
         records, fields = _export_records(document, source), EXPORT_FIELDS
-    yield from _records_to_iocs(records, fields, source)
+    yield from _records_to_iocs(records, fields, source, undecodable)
 
 
 def _looks_like_api(document: object) -> bool:
@@ -190,11 +222,23 @@ def _export_records(document: object, source: str) -> Iterator[tuple[int, object
 
 
 def _records_to_iocs(
-    records: Iterable[tuple[int, object]], fields: FieldNames, source: str
+    records: Iterable[tuple[int, object]], fields: FieldNames, source: str, undecodable: bool
 ) -> Iterator[Ioc | Reject]:
+    """`undecodable`: the document holds bytes that were not UTF-8, so look for them in every record."""
     names = fields.ordered()
     for number, record in records:
-        if isinstance(record, dict):
-            yield to_ioc([record.get(name) for name in names], source, number)
+        if not isinstance(record, dict):
+            yield reject(source, number, f"record is not a JSON object: {type(record).__name__}")
+            continue
+        values = [record.get(name) for name in names]
+        if problem := wrong_type(names, values):
+            yield reject(source, number, problem, _value_text(values[VALUE_POSITION]))
+        elif undecodable and (bad := undecodable_field(names, values)):
+            yield reject(source, number, UNDECODABLE.format(bad), _value_text(values[VALUE_POSITION]))
         else:
-            yield Reject(source, number, f"record is not a JSON object: {type(record).__name__}")
+            yield to_ioc(values, source, number)
+
+
+def _value_text(raw: object) -> str:
+    """The IOC value of a record that is rejected before `to_ioc`, as shown to the user."""
+    return raw if isinstance(raw, str) else "" if raw is None else json.dumps(raw)

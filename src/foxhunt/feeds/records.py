@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -14,6 +15,10 @@ from foxhunt.normalize import InvalidIoc, normalize_ioc
 IOC_TYPES = {ioc_type.value: ioc_type for ioc_type in IocType}
 MISSING_TEXT = frozenset({"", "None"})
 UNKNOWN_MALWARE = "unknown"
+SHOWN_LENGTH = 1000  # a rejected value or reason is cut to this many characters for display
+# the feeds are decoded with errors="surrogateescape": a byte that is not UTF-8 reads as U+DC80..U+DCFF
+_UNDECODABLE = re.compile(r"[\ud800-\udfff]").search
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class RecordError(ValueError):
@@ -48,6 +53,7 @@ class FieldNames:
 
 
 FIELD_ORDER = tuple(field.name for field in fields(FieldNames))
+LIST_FIELDS = frozenset({"malware_alias", "tags"})  # a comma string or a JSON list of strings
 API_FIELDS = FieldNames(
     threatfox_id="id",
     value="ioc",
@@ -70,6 +76,39 @@ EXPORT_FIELDS = FieldNames(
     first_seen="first_seen_utc",
     last_seen="last_seen_utc",
 )
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def shown(value: str) -> str:
+    """`value` for display: control characters and undecodable bytes as ``\\xNN``, cut to `SHOWN_LENGTH`."""
+    if len(value) > SHOWN_LENGTH:
+        value = f"{value[:SHOWN_LENGTH]}... ({len(value)} characters)"
+    return _UNPRINTABLE.sub(_escape, value)
+
+
+def reject(source: str, number: int, reason: str, value: str = "") -> Reject:
+    """A `Reject` fit for display (stderr, ``rejected.csv``): see `shown`."""
+    return Reject(source, number, shown(reason), shown(value))
+
+
+def has_undecodable(value: str) -> bool:
+    """Whether `value` holds bytes that were not UTF-8 (read as lone surrogates)."""
+    return _UNDECODABLE(value) is not None
+
+
+def undecodable_field(names: Sequence[str | None], values: Sequence[object]) -> str | None:
+    """The name of the first value (a string, or a list of them) holding bytes that were not UTF-8."""
+    for name, value in zip(names, values, strict=True):
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and has_undecodable(item) for item in items):
+            return name
+    return None
 
 
 def text(raw: object) -> str | None:
@@ -98,9 +137,24 @@ def string_list(raw: object) -> tuple[str, ...]:
     """A comma string (CSV, JSON export) or a JSON list (API) of names."""
     if isinstance(raw, str):
         return split_commas(raw)
-    if isinstance(raw, list):
-        return tuple(part for item in raw if (part := text(item)) is not None)
+    if isinstance(raw, list):  # items that are not strings are dropped, not turned into text
+        return tuple(part for item in raw if isinstance(item, str) and (part := text(item)) is not None)
     return () if raw is None else split_commas(str(raw))
+
+
+def wrong_type(names: Sequence[str | None], values: Sequence[object]) -> str | None:
+    """Why a JSON record's values (in `FIELD_ORDER`, `names` theirs in the feed) cannot be read, or None:
+    a list, object or boolean where a string or number belongs, a tags / alias field neither a string nor
+    a list. confidence_level is checked by `parse_confidence`."""
+    for field_name, name, value in zip(FIELD_ORDER, names, values, strict=True):
+        if value is None or isinstance(value, str) or field_name == "confidence":
+            continue
+        if field_name in LIST_FIELDS:
+            if not isinstance(value, list):
+                return f"field {name} must be a string or a list of strings"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            return f"field {name} must be a string or number"
+    return None
 
 
 def parse_ioc_type(raw: object) -> IocType:
@@ -186,4 +240,4 @@ def to_ioc(values: Sequence[object], source: str, number: int) -> Ioc | Reject:
             source=source,
         )
     except (RecordError, InvalidIoc) as exc:
-        return Reject(source, number, str(exc), value or "")
+        return reject(source, number, str(exc), value or "")

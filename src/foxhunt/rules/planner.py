@@ -85,6 +85,10 @@ def _ioc_cost(variant: Variant, ioc: Ioc) -> int:
     return sum(len(v) + 4 + v.count('"') + v.count("\\") for _, v in ioc_list_values(variant, ioc))
 
 
+class IocTooLong(ValueError):
+    """An IOC whose value alone would make a query longer than Sentinel allows."""
+
+
 def split_by_length(
     table: Table,
     variant: Variant,
@@ -93,7 +97,8 @@ def split_by_length(
     limit: int = QUERY_LIMIT,
 ) -> list[list[Ioc]]:
     """Consecutive chunks of `iocs` whose compiled analytics query stays within `limit` characters
-    (`costs[i]`, when given, is `_ioc_cost(variant, iocs[i])`)."""
+    (`costs[i]`, when given, is `_ioc_cost(variant, iocs[i])`). An IOC too long for any query on its
+    own raises `IocTooLong`: such a family must use a watchlist."""
     sample = list({ioc.ioc_type: ioc for ioc in iocs}.values())  # one IOC per type: every list and column
     overhead = len(compile_query(table, variant, sample, order=False)) - sum(
         _ioc_cost(variant, i) for i in sample
@@ -104,6 +109,8 @@ def split_by_length(
     chunks: list[list[Ioc]] = [[]]
     used = 0
     for ioc, cost in zip(iocs, costs, strict=True):
+        if cost > budget:
+            raise IocTooLong(ioc.value)
         if chunks[-1] and used + cost > budget:
             chunks.append([])
             used = 0
@@ -202,8 +209,11 @@ def plan_chunks(
         if members:
             work += [(t, variant, members) for t in tables if variant.applies_to(t)]
             costs[variant.name] = [_ioc_cost(variant, ioc) for ioc in members]
-    chunked = {(t.name, v.name): split_by_length(t, v, members, costs[v.name]) for t, v, members in work}
-    use_watchlist = any(len(chunks) > options.max_rules for chunks in chunked.values())
+    try:
+        chunked = {(t.name, v.name): split_by_length(t, v, members, costs[v.name]) for t, v, members in work}
+        use_watchlist = any(len(chunks) > options.max_rules for chunks in chunked.values())
+    except IocTooLong:
+        chunked, use_watchlist = {(t.name, v.name): [] for t, v, _ in work}, True
     if use_watchlist:
         chunked = {key: [members] for (key, (_, _, members)) in zip(chunked, work, strict=True)}
     return work, chunked, use_watchlist
