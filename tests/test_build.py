@@ -164,13 +164,19 @@ runner = CliRunner()
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
-    missing = runner.invoke(app, ["build", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")])
+    missing = runner.invoke(
+        app, ["build", "--no-vet", "--no-vet", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")]
+    )
     assert missing.exit_code == 2 and "nope.csv" in missing.output
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    refused = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(tmp_path / "mine")])
+    refused = runner.invoke(
+        app, ["build", "--no-vet", "--no-vet", str(DUMP_2022), "-o", str(tmp_path / "mine")]
+    )
     assert refused.exit_code == 2 and (tmp_path / "mine" / "notes.txt").exists()
-    ok = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(tmp_path / "o"), "--format", "json"])
+    ok = runner.invoke(
+        app, ["build", "--no-vet", "--no-vet", str(DUMP_2022), "-o", str(tmp_path / "o"), "--format", "json"]
+    )
     assert ok.exit_code == 0, ok.output
     summary = json.loads(ok.stdout)
     assert summary["families"] == 20 and summary["iocs"] == 452
@@ -179,7 +185,9 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
         SEED_CSV.read_text().replace("138.124.79.146:443", "138.124.79.256:443") if SEED_CSV.exists() else ""
     )
     if SEED_CSV.exists():
-        strict = runner.invoke(app, ["build", str(bad), "-o", str(tmp_path / "s"), "--strict"])
+        strict = runner.invoke(
+            app, ["build", "--no-vet", "--no-vet", str(bad), "-o", str(tmp_path / "s"), "--strict"]
+        )
         assert strict.exit_code == 1
         assert "record 1" in strict.output and "138.124.79.256" in strict.output
 
@@ -189,6 +197,7 @@ def test_filters_select_iocs(tmp_path: Path) -> None:
         app,
         [
             "build",
+            "--no-vet",
             str(DUMP_2022),
             "-o",
             str(tmp_path / "o"),
@@ -218,14 +227,28 @@ def test_selection_matching_nothing_fails_and_keeps_previous_output(tmp_path: Pa
     out = tmp_path / "packs"
     build([DUMP_2022], out)
     before = tree_digest(out)
-    result = runner.invoke(app, ["build", str(DUMP_2022), "-o", str(out), "--family", "no-such-family"])
+    result = runner.invoke(
+        app, ["build", "--no-vet", "--no-vet", str(DUMP_2022), "-o", str(out), "--family", "no-such-family"]
+    )
     assert result.exit_code == 2 and "selection" in result.output
     assert tree_digest(out) == before
 
 
 def test_family_can_be_selected_by_alias(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["build", str(DUMP_2022), "-o", str(tmp_path / "o"), "--family", "BEACON", "--format", "json"]
+        app,
+        [
+            "build",
+            "--no-vet",
+            "--no-vet",
+            str(DUMP_2022),
+            "-o",
+            str(tmp_path / "o"),
+            "--family",
+            "BEACON",
+            "--format",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     source = json.loads(DUMP_2022.read_text())

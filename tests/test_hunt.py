@@ -268,27 +268,50 @@ def test_cli_output_and_exit_codes(tmp_path: Path) -> None:
     feed = write_feed(tmp_path / "feed.json")
     columns, rows = materialise(corpus_for(load_catalog()["CommonSecurityLog"]), NOW)
     log = write_csv(tmp_path / "csl.csv", columns, rows)
-    result = runner.invoke(app, ["hunt", "--feed", str(feed), str(log)])
+    result = runner.invoke(app, ["hunt", "--no-vet", "--no-vet", "--feed", str(feed), str(log)])
     assert result.exit_code == 0, result.output
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert {(h["record"], h["ioc"], h["match"]) for h in hits} == expected_hits("CommonSecurityLog")
     required = {"log_file", "record", "table", "field", "value", "ioc", "ioc_type", "family", "threat_type",
                 "confidence", "match", "time", "rule_id"}  # fmt: skip
     assert all(required <= h.keys() for h in hits)
-    assert runner.invoke(app, ["hunt", "--feed", str(feed), "--fail-on-hit", str(log)]).exit_code == 1
-    missing = runner.invoke(app, ["hunt", "--feed", str(feed), str(log), str(tmp_path / "nope.csv")])
+    assert (
+        runner.invoke(
+            app, ["hunt", "--no-vet", "--no-vet", "--feed", str(feed), "--fail-on-hit", str(log)]
+        ).exit_code
+        == 1
+    )
+    missing = runner.invoke(
+        app, ["hunt", "--no-vet", "--no-vet", "--feed", str(feed), str(log), str(tmp_path / "nope.csv")]
+    )
     assert missing.exit_code == 2 and "nope.csv" in missing.output
-    assert runner.invoke(app, ["hunt", str(log)]).exit_code == 2  # neither --feed nor --pack
+    assert (
+        runner.invoke(app, ["hunt", "--no-vet", "--no-vet", str(log)]).exit_code == 2
+    )  # neither --feed nor --pack
     out = tmp_path / "hits.csv"
     assert (
         runner.invoke(
-            app, ["hunt", "--feed", str(feed), "--format", "csv", "-o", str(out), str(log)]
+            app,
+            [
+                "hunt",
+                "--no-vet",
+                "--no-vet",
+                "--feed",
+                str(feed),
+                "--format",
+                "csv",
+                "-o",
+                str(out),
+                str(log),
+            ],
         ).exit_code
         == 0
     )
     with out.open() as handle:
         assert len(list(csv.DictReader(handle))) == len(hits)
-    table = runner.invoke(app, ["hunt", "--feed", str(feed), "--format", "table", str(log)])
+    table = runner.invoke(
+        app, ["hunt", "--no-vet", "--no-vet", "--feed", str(feed), "--format", "table", str(log)]
+    )
     assert table.exit_code == 0 and "FixtureRAT" in table.stdout
 
 
@@ -297,7 +320,7 @@ def test_hunt_from_a_pack_uses_its_rule_ids(tmp_path: Path) -> None:
     build([write_feed(tmp_path / "feed.json")], out)
     columns, rows = materialise(corpus_for(load_catalog()["DnsEvents"]), NOW)
     log = write_csv(tmp_path / "dns.csv", columns, rows)
-    result = runner.invoke(app, ["hunt", "--pack", str(out), str(log)])
+    result = runner.invoke(app, ["hunt", "--no-vet", "--no-vet", "--pack", str(out), str(log)])
     assert result.exit_code == 0, result.output
     ids = {
         r["id"] for r in json.loads((out / "manifest.json").read_text())["rules"] if r["kind"] == "hunting"

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from foxhunt.catalog import load_catalog
 from foxhunt.feeds import read_feeds
 from foxhunt.fsutil import replace_dir, staging_dir
 from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import write_pack
+from foxhunt.render.vetting import VettingNote
 from foxhunt.rules.families import Family, family_slug, group_families
 from foxhunt.rules.planner import FamilyPlan, PlanOptions, plan_family
+from foxhunt.vetting import Vetter
 
 
 class OutputError(Exception):
@@ -53,6 +56,22 @@ class BuildResult:
     plans: list[FamilyPlan] = field(default_factory=list)
     selected: int = 0
     manifest: dict = field(default_factory=dict)
+    vetting: list[VettingNote] = field(default_factory=list)
+
+
+def _vet(
+    vetter: Vetter, iocs: list[Ioc], options: PlanOptions
+) -> tuple[list[Ioc], list[VettingNote], PlanOptions]:
+    """The IOCs vetting keeps, notes on the flagged and dropped ones, and the options that carry the
+    flags (lower severity) and the allowlist's table exclusions into the rules."""
+    result = vetter.vet_all(iocs)
+    flagged = [ioc for ioc in result.kept if ioc.value in result.flagged]
+    notes = [VettingNote(v.ioc, v.verdict, vetter.note(v)) for v in result.dropped]
+    notes += [VettingNote(ioc, "flag", vetter.note(vetter.vet(ioc))) for ioc in flagged]
+    exclusions = tuple(
+        (name, expression) for name in load_catalog() if (expression := vetter.allowlist.exclusion(name))
+    )
+    return result.kept, notes, replace(options, flagged=frozenset(result.flagged), exclusions=exclusions)
 
 
 def _check_output(out: Path) -> None:
@@ -72,6 +91,7 @@ def build(
     selection: Selection = Selection(),
     options: PlanOptions = PlanOptions(),
     progress: Callable[[Sequence[Family]], Iterable[Family]] | None = None,
+    vetter: Vetter | None = None,
 ) -> BuildResult:
     """Read `feeds`, plan every family and write the packs to `out` (replacing a previous pack)."""
     _check_output(out)
@@ -86,7 +106,14 @@ def build(
         raise SelectionError(
             f"none of the {len(feed.iocs)} IOCs read match the selection; {out} left as it was"
         )
-    result = BuildResult(feed=feed, selected=len(kept))
+    notes: list[VettingNote] = []
+    if vetter is not None:
+        kept, notes, options = _vet(vetter, kept, options)
+        if not kept:
+            raise SelectionError(
+                f"vetting dropped all {len(notes)} selected IOCs (see `foxhunt vet`); {out} left as it was"
+            )
+    result = BuildResult(feed=feed, selected=len(kept), vetting=notes)
     families = group_families(kept)
     result.plans = [plan_family(family, options) for family in (progress(families) if progress else families)]
     try:
@@ -95,7 +122,7 @@ def build(
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
     try:
         sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
-        result.manifest = write_pack(staged, result.plans, sources, feed.rejects)
+        result.manifest = write_pack(staged, result.plans, sources, feed.rejects, notes)
         replace_dir(staged, out)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)

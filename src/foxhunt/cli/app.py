@@ -22,9 +22,18 @@ from foxhunt import __version__
 from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
 from foxhunt.cli.hunt_command import hunt_command
 from foxhunt.cli.options import check_choice, err, parse_time, progress
+from foxhunt.cli.vet_command import (
+    AllowlistOption,
+    MaxAgeOption,
+    NoVetOption,
+    VetPolicyOption,
+    make_vetter,
+    vet_command,
+)
 from foxhunt.feeds import FORMATS, FeedError
 from foxhunt.model import IocType
 from foxhunt.rules.planner import PlanOptions
+from foxhunt.vetting import MaxAge, Vetter
 
 app = typer.Typer(
     help="ThreatFox IOCs in, validated Microsoft Sentinel / Defender XDR hunting packs out.",
@@ -103,12 +112,21 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
 
 
 def _run_build(
-    feeds: list[str], target: Path, *, feed_format, selection, options, output_format, strict
+    feeds: list[str],
+    target: Path,
+    *,
+    feed_format: str | None,
+    selection: Selection,
+    options: PlanOptions,
+    output_format: str,
+    strict: bool,
+    vetter: Vetter | None,
 ) -> None:
     try:
         result = build(
             feeds, target, feed_format=feed_format, selection=selection, options=options,
             progress=progress("building packs"),
+            vetter=vetter,
         )  # fmt: skip
     except (FeedError, OutputError, SelectionError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
@@ -173,6 +191,10 @@ def build_command(
     ] = 10,
     output_format: OutputFormat = "table",
     strict: Annotated[bool, typer.Option(help="Exit 1 when any input record was rejected.")] = False,
+    no_vet: NoVetOption = False,
+    vet_policy: VetPolicyOption = None,
+    allowlist: AllowlistOption = None,
+    max_age: MaxAgeOption = None,
 ) -> None:
     """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
     check_choice(feed_format, FORMATS, "--feed-format")
@@ -188,8 +210,9 @@ def build_command(
         ioc_types=tuple(ioc_type or ()),
     )
     options = PlanOptions(lookback=lookback, max_rules=max_rules_per_family)
+    vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
     _run_build(feeds, output, feed_format=feed_format, selection=selection, options=options,
-               output_format=output_format, strict=strict)  # fmt: skip
+               output_format=output_format, strict=strict, vetter=vetter)  # fmt: skip
 
 
 def _valid_timespan(value: str) -> bool:
@@ -208,11 +231,14 @@ def demo_command(
     check_choice(output_format, OUTPUT_FORMATS, "--format")
     target = output or Path(tempfile.mkdtemp(prefix="foxhunt-demo-")) / "packs"
     with resources.as_file(resources.files("foxhunt.data").joinpath(DEMO_FEED)) as feed:
+        # the snapshot is from 2022: vet it with the warninglists, but without expiry
+        vetter = Vetter(max_age=MaxAge.disabled())
         _run_build([str(feed)], target, feed_format=None, selection=Selection(), options=PlanOptions(),
-                   output_format=output_format, strict=False)  # fmt: skip
+                   output_format=output_format, strict=False, vetter=vetter)  # fmt: skip
 
 
 app.command("hunt")(hunt_command)
+app.command("vet")(vet_command)
 
 
 def main() -> None:

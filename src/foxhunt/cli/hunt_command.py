@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from foxhunt.cli.options import check_choice, err, parse_time, progress
+from foxhunt.cli.vet_command import AllowlistOption, MaxAgeOption, NoVetOption, VetPolicyOption, make_vetter
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.hunt import Hit, HuntResult, hunt
 from foxhunt.hunt.packs import PackError, load_pack_iocs
@@ -106,6 +107,10 @@ def hunt_command(
         str | None, typer.Option(metavar="DATE", help="Only records before this ISO time.")
     ] = None,
     fail_on_hit: Annotated[bool, typer.Option(help="Exit 1 when anything was found.")] = False,
+    no_vet: NoVetOption = False,
+    vet_policy: VetPolicyOption = None,
+    allowlist: AllowlistOption = None,
+    max_age: MaxAgeOption = None,
 ) -> None:
     """Hunt the IOCs of a feed or a pack in LOG files, with exactly the matching of the emitted KQL.
 
@@ -122,14 +127,25 @@ def hunt_command(
     except (FeedError, PackError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
+    vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
+    if vetter is not None:
+        vetted = vetter.vet_all(iocs)
+        if vetted.dropped:
+            err.print(
+                f"vetting dropped {len(vetted.dropped)} of {len(iocs)} IOCs (foxhunt vet lists them)",
+                markup=False,
+            )
+        iocs = vetted.kept
     result = hunt(
-        logs, iocs, table=table, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
+        logs, iocs, allowlist=vetter.allowlist if vetter else None, table=table, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
         progress=progress("reading logs"),
     )  # fmt: skip
     for reject in result.rejects[:SHOWN_PROBLEMS]:
         err.print(f"broken record: {reject}", markup=False, highlight=False)
     if len(result.rejects) > SHOWN_PROBLEMS:
         err.print(f"... {len(result.rejects)} broken records in all", markup=False)
+    for warning in result.warnings:
+        err.print(f"foxhunt: warning: {warning}", markup=False, highlight=False)
     for error in result.errors:
         err.print(f"foxhunt: error: {error}", markup=False, highlight=False)
     text = render_hits(result, output_format)

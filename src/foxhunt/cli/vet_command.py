@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from foxhunt.cli.options import check_choice, err
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.normalize import defang
 from foxhunt.vetting import (
@@ -37,12 +38,56 @@ from foxhunt.vetting import (
 EXIT_INPUT = 2
 OUTPUT_FORMATS = ("table", "json")
 SHOWN_REJECTS = 20
-err = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
     err.print(f"foxhunt: error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_INPUT)
+
+
+AllowlistOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--allowlist",
+        metavar="FILE",
+        help="Organisation allowlist (YAML: domains, cidrs, urls, hashes, exclusions).",
+    ),
+]
+MaxAgeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--max-age",
+        metavar="[TYPE=]AGE",
+        help="Maximum age from last (else first) seen, e.g. ip:port=14d, hash=none, 60d (every type); repeatable. "
+        f"Default: {MaxAge.defaults().describe()}.",
+    ),
+]
+VetPolicyOption = Annotated[
+    Path | None,
+    typer.Option("--vet-policy", metavar="FILE", help="Vetting policy YAML merged over the packaged one."),
+]
+NoVetOption = Annotated[
+    bool, typer.Option("--no-vet", help="Skip vetting (warninglists, allowlist, expiry).")
+]
+
+
+def make_vetter(
+    policy: Path | None,
+    allowlist: Path | None,
+    max_age: Sequence[str] | None,
+    min_confidence: int | None = None,
+) -> Vetter:
+    """A Vetter from the command-line options; a bad file or spec exits 2 with file and line."""
+    try:
+        ages = MaxAge.defaults().with_specs(max_age or ())
+    except MaxAgeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--max-age") from None
+    try:
+        vetting_policy = load_policy(policy)
+        org_allowlist = load_allowlist(allowlist) if allowlist is not None else None
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    return Vetter(vetting_policy, org_allowlist, ages, min_confidence=min_confidence)
 
 
 def verdicts_json(verdicts: Iterable[Verdict]) -> str:
@@ -89,7 +134,7 @@ def verdicts_table(
                 reason,
                 category.name if category else "-",
                 str(count),
-                vetter.describe(reason).partition(": ")[2],
+                _what(vetter, reason),
             )
         console.print(by_reason)
         if categories:
@@ -121,6 +166,14 @@ def verdicts_table(
                 f"... and {len(noted) - len(shown)} more (--rows 0 shows all, --format json lists every IOC)"
             )
     return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def _what(vetter: Vetter, reason: str) -> str:
+    """A list's title and where it comes from; the description of allowlist, max-age, min-confidence."""
+    info = vetter.list_info(reason)
+    if info is None:
+        return vetter.describe(reason)
+    return f"{info.title} ({'MISP warninglist' if info.source == 'misp' else 'foxhunt builtin list'})"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -192,34 +245,19 @@ def vet_command(
     ] = 50,
 ) -> None:
     """Vet ThreatFox FEEDS: keep, flag (shared infrastructure, lower severity) or drop each IOC, with reasons."""
-    if output_format not in OUTPUT_FORMATS:
-        raise typer.BadParameter(
-            f"{output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format"
-        )
-    if feed_format is not None and feed_format not in FORMATS:
-        raise typer.BadParameter(
-            f"{feed_format!r} is not one of {', '.join(FORMATS)}", param_hint="--feed-format"
-        )
-    try:
-        ages = MaxAge.defaults().with_specs(max_age or ())
-    except MaxAgeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--max-age") from None
-    try:
-        vetting_policy = load_policy(policy)
-        org_allowlist = load_allowlist(allowlist) if allowlist is not None else None
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    check_choice(output_format, OUTPUT_FORMATS, "--format")
+    check_choice(feed_format, FORMATS, "--feed-format")
+    vetter = make_vetter(policy, allowlist, max_age, min_confidence)
     try:
         feed = read_feeds(list(feeds), feed_format)
     except FeedError as exc:
         raise _fail(str(exc)) from None
     for reject in feed.rejects[:SHOWN_REJECTS]:
-        err.print(f"rejected: {reject}", markup=False, highlight=False)
+        err.print(f"rejected: {reject}", markup=False, highlight=False, soft_wrap=True)
     if len(feed.rejects) > SHOWN_REJECTS:
         err.print(f"... and {len(feed.rejects) - SHOWN_REJECTS} more rejected records", highlight=False)
     if feed.rejects and not feed.iocs:
         raise _fail(f"no valid IOC in {', '.join(feed.files)}: all {len(feed.rejects)} records were rejected")
-    vetter = Vetter(vetting_policy, org_allowlist, ages, min_confidence=min_confidence)
     verdicts = [vetter.vet(ioc) for ioc in feed.iocs]
     if output_format == "json":
         text = verdicts_json(verdicts)
@@ -239,4 +277,5 @@ def vet_command(
         f"report in {output}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )

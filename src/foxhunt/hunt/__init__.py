@@ -18,6 +18,7 @@ from foxhunt.matching.variants import VARIANTS
 from foxhunt.model import Ioc, IocType, Reject
 from foxhunt.rules.families import group_families
 from foxhunt.rules.planner import plan_chunks, stable_id
+from foxhunt.vetting.allowlist import Allowlist
 
 __all__ = ["Hit", "HuntResult", "LogError", "hunt"]
 
@@ -44,6 +45,7 @@ class HuntResult:
     hits: list[Hit] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # files that could not be hunted at all
+    warnings: list[str] = field(default_factory=list)
     logs: list[tuple[str, str, int]] = field(default_factory=list)  # (file, table, readable records)
 
 
@@ -55,7 +57,11 @@ def _bulk_table(
     with path.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(rows)
     con.execute(f"CREATE TEMP TABLE {name} ({columns})")
-    con.execute(f"COPY {name} FROM '{path}' (FORMAT csv, HEADER false, QUOTE '\"', ESCAPE '\"')")
+    # no sniffing: it fails on an empty file of two columns (a feed without domains, say)
+    con.execute(
+        f"COPY {name} FROM '{path}' "
+        "(FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', AUTO_DETECT false)"
+    )
 
 
 def _load_iocs(con: duckdb.DuckDBPyConnection, workdir: Path, iocs: Sequence[Ioc]) -> None:
@@ -119,22 +125,24 @@ def _hunt_source(
     iocs: Sequence[Ioc],
     since: datetime | None,
     until: datetime | None,
+    exclusion: str = "true",
 ) -> list[RawHit]:
     label_counts = sorted({name.count(".") + 1 for ioc in iocs if ioc.ioc_type is IocType.DOMAIN
                            for name in semantics.DomainSet.of([ioc]).names}, reverse=True)  # fmt: skip
     hashes = {i.ioc_type for i in iocs if i.ioc_type.is_hash}
     present = {i.ioc_type for i in iocs}
-    conditions = ["true"]
+    conditions = [exclusion]
     if since:
         conditions.append(f"_time >= TIMESTAMP '{_utc(since)}'")
     if until:
         conditions.append(f"_time < TIMESTAMP '{_utc(until)}'")
     log = f"(SELECT * FROM {source.view} WHERE {' AND '.join(conditions)})"
     hits: list[RawHit] = []
+    table = source.matchable_table()
     for variant in VARIANTS:
-        if not variant.applies_to(source.table) or not present & set(variant.ioc_types):
+        if not variant.applies_to(table) or not present & set(variant.ioc_types):
             continue
-        for query in compile_hunt(source.table, variant, log, label_counts=label_counts, hashes=hashes):
+        for query in compile_hunt(table, variant, log, label_counts=label_counts, hashes=hashes):
             rows = con.execute(
                 f"SELECT q._row, q.field, q.value, q.match, CAST(v._time AS VARCHAR), m.n "
                 f"FROM ({query}) q JOIN {source.view} v USING (_row) "
@@ -143,6 +151,24 @@ def _hunt_source(
             ).fetchall()
             hits += [(source, variant.name, *row) for row in rows]
     return hits
+
+
+def _exclusion(
+    allowlist: Allowlist, source: LogSource, con: duckdb.DuckDBPyConnection, warnings: list[str]
+) -> str:
+    """The allowlist's exclusions of the log's table as a SQL condition; skipped (with a warning) when
+    the log lacks a column they read."""
+    needed = allowlist.exclusion_columns(source.table.name)
+    if not needed:
+        return "true"
+    present = {row[0] for row in con.execute(f"DESCRIBE {source.view}").fetchall()}
+    missing = [c for c in needed if c not in present]
+    if missing:
+        warnings.append(
+            f"{source.path}: allowlist exclusions for {source.table.name} not applied, the log has no {', '.join(missing)}"
+        )
+        return "true"
+    return allowlist.sql_filter(source.table.name)
 
 
 def _utc(moment: datetime) -> str:
@@ -180,6 +206,7 @@ def hunt(
     since: datetime | None = None,
     until: datetime | None = None,
     progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
+    allowlist: Allowlist | None = None,
 ) -> HuntResult:
     """Hunt `iocs` in every log file; a file that cannot be read is reported and the others go on."""
     result = HuntResult()
@@ -198,7 +225,10 @@ def hunt(
             sources.append(source)
             result.rejects += source.rejects
             result.logs.append((path, source.table.name, source.readable))
-        raw = [hit for source in sources for hit in _hunt_source(con, source, iocs, since, until)]
+        raw = []
+        for source in sources:
+            exclusion = _exclusion(allowlist, source, con, result.warnings) if allowlist else "true"
+            raw += _hunt_source(con, source, iocs, since, until, exclusion)
         con.close()
         rule_ids = _rule_ids(iocs, {hit[-1] for hit in raw}) if raw else {}
         result.hits = [_hit(hit, iocs, rule_ids) for hit in raw]

@@ -12,7 +12,7 @@ import gzip
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -54,6 +54,18 @@ class LogSource:
     records: RecordMap
     rejects: list[Reject]
     readable: int = 0
+    columns: frozenset[str] = frozenset()  # what the view has, derived columns included
+
+    def matchable_table(self) -> Table:
+        """The table with only the IOC columns this log actually has (an export may leave some out)."""
+        has = self.columns.__contains__
+        return replace(
+            self.table,
+            endpoints=tuple(p for p in self.table.endpoints if has(p.ip) and has(p.port)),
+            hosts=tuple(h for h in self.table.hosts if has(h.column)),
+            urls=tuple(c for c in self.table.urls if has(c)),
+            hashes=tuple(h for h in self.table.hashes if has(h.column)),
+        )
 
 
 def _head(path: Path) -> bytes:
@@ -284,6 +296,7 @@ class LogReader:
             path_text, table, view, time_column, records, sorted(rejects, key=lambda r: r.record)
         )
         source.readable = readable
+        source.columns = frozenset(names.values()) | frozenset(table.derived)
         if len(missing) == len(_matchable(table)):
             raise LogError(f"{path_text}: recognised as {table.name} but has none of its IOC columns")
         return source

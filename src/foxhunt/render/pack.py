@@ -17,6 +17,7 @@ from foxhunt.render.sentinel import (
     render_arm_template,
     render_rule_yaml,
 )
+from foxhunt.render.vetting import VettingNote, render_vetting
 from foxhunt.rules.model import AnalyticRule
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
 
@@ -54,7 +55,9 @@ def _hunting_path(table: str, variant: str, platform: str) -> str:
     return f"{folder}/{table}-{variant}.kql"
 
 
-def write_family(root: Path, plan: FamilyPlan, sources: Sequence[str]) -> list[dict]:
+def write_family(
+    root: Path, plan: FamilyPlan, sources: Sequence[str], vetting: Sequence[VettingNote] = ()
+) -> list[dict]:
     """Write one family's folder under `root`; return its manifest rule entries."""
     slug = plan.family.slug
     files: dict[str, str] = {}
@@ -81,16 +84,21 @@ def write_family(root: Path, plan: FamilyPlan, sources: Sequence[str]) -> list[d
     tables = sorted({q.table for q in plan.hunting})
     threat_types = sorted(plan.family.threat_types)
     scenarios = scenarios_for(sorted(plan.family.ioc_types), tables, threat_types)
-    _write(root, f"{slug}/README.md", render_page(plan, files, scenarios, sources))
+    _write(root, f"{slug}/README.md", render_page(plan, files, scenarios, sources, vetting))
     return rules
 
 
-def _index(plans: Sequence[FamilyPlan], rejected: int) -> str:
+def _index(plans: Sequence[FamilyPlan], rejected: int, vetting: dict[str, int]) -> str:
     lines = [
         "# foxhunt rule packs",
         "",
         f"{len(plans)} malware families, {sum(len(p.family.iocs) for p in plans)} IOCs"
-        + (f"; {rejected} input records rejected (see rejected.csv)." if rejected else "."),
+        + (f"; {rejected} input records rejected (see rejected.csv)" if rejected else "")
+        + (
+            f"; vetting dropped {vetting['drop']} and flagged {vetting['flag']} IOCs (see vetting.md)."
+            if any(vetting.values())
+            else "."
+        ),
         "",
         "| Family | IOCs | IOC types | Hunting queries | Analytics rules |",
         "|---|---|---|---|---|",
@@ -123,18 +131,32 @@ def arm_batches(rules: Sequence[AnalyticRule]) -> list[list[AnalyticRule]]:
 
 
 def write_pack(
-    root: Path, plans: Sequence[FamilyPlan], sources: Sequence[str], rejects: Sequence[Reject]
+    root: Path,
+    plans: Sequence[FamilyPlan],
+    sources: Sequence[str],
+    rejects: Sequence[Reject],
+    vetting: Sequence[VettingNote] = (),
 ) -> dict:
     """Write every family, the index, the ARM template and the manifest into `root` (an empty dir)."""
     load_scenarios()  # fail early on a broken scenario library
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
+    manifest["vetting"] = {v: sum(1 for n in vetting if n.verdict == v) for v in ("drop", "flag")}
+    by_family: dict[str, list[VettingNote]] = {}
+    for note in vetting:
+        by_family.setdefault(note.ioc.malware, []).append(note)
+    if vetting:
+        _write(root, "vetting.md", render_vetting("all families", vetting))
     for plan in plans:
         family = plan.family
-        manifest["rules"] += write_family(root, plan, sources)
+        family_notes = by_family.get(family.malware, [])
+        manifest["rules"] += write_family(root, plan, sources, family_notes)
+        if family_notes:
+            _write(root, f"{family.slug}/vetting.md", render_vetting(family.name, family_notes))
         manifest["families"].append(
             {"name": family.name, "slug": family.slug, "malware": family.malware, "ioc_count": len(family.iocs),
              "ioc_types": family.ioc_types, "page": f"{family.slug}/README.md",
-             "watchlists": [f"{family.slug}/watchlists/{w.alias}.csv" for w in plan.watchlists]}
+             "watchlists": [f"{family.slug}/watchlists/{w.alias}.csv" for w in plan.watchlists],
+             "vetting": {v: sum(1 for n in family_notes if n.verdict == v) for v in ("drop", "flag")}}
         )  # fmt: skip
     analytics = [rule for plan in plans for rule in plan.analytics]
     for number, batch in enumerate(arm_batches(analytics), 1):
@@ -153,6 +175,6 @@ def write_pack(
                 [(r.file, r.record, r.reason, r.value) for r in rejects],
             ),
         )
-    _write(root, "index.md", _index(plans, len(rejects)))
+    _write(root, "index.md", _index(plans, len(rejects), manifest["vetting"]))
     _write(root, "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

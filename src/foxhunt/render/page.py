@@ -8,6 +8,7 @@ from foxhunt.catalog import load_catalog
 from foxhunt.catalog.scenarios import FpScenario
 from foxhunt.model import Ioc
 from foxhunt.normalize import defang
+from foxhunt.render.vetting import VettingNote
 from foxhunt.rules.families import iocs_count
 from foxhunt.rules.planner import FamilyPlan
 
@@ -211,14 +212,31 @@ def _rules(plan: FamilyPlan, files: dict[str, str]) -> list[str]:
     return [*lines, ""]
 
 
+def _vetting(notes: Sequence[VettingNote]) -> list[str]:
+    if not notes:
+        return []
+    dropped = sum(1 for n in notes if n.verdict == "drop")
+    return [
+        f"Vetting dropped {dropped} and flagged {len(notes) - dropped} of this family's IOCs (known-benign or shared "
+        "infrastructure: MISP warninglists, special-use ranges, the allowlist, expiry); flagged IOCs stay in the "
+        "queries with one severity step less. [vetting.md](vetting.md) lists them with the reasons.",
+        "",
+    ]
+
+
 def render_page(
-    plan: FamilyPlan, files: dict[str, str], scenarios: Sequence[FpScenario], sources: Sequence[str]
+    plan: FamilyPlan,
+    files: dict[str, str],
+    scenarios: Sequence[FpScenario],
+    sources: Sequence[str],
+    vetting: Sequence[VettingNote] = (),
 ) -> str:
     """The family README. `files` maps query and rule ids to their paths relative to the page."""
     tables = {q.table for q in plan.hunting}
     parts = [
         *_description(plan),
         *_summary(plan),
+        *_vetting(vetting),
         *_ioc_table(plan),
         *_queries(plan, files),
         *_connectors(plan),

@@ -52,6 +52,10 @@ class PlanOptions:
     rule_period: str = "2h"  # covers events ingested up to an hour late
     max_rules: int = 10
     tables: tuple[str, ...] | None = None
+    flagged: frozenset[str] = (
+        frozenset()
+    )  # vetted IOC values on shared infrastructure: one severity step lower
+    exclusions: tuple[tuple[str, str], ...] = ()  # (table, KQL condition) to leave out of every query
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +77,16 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(FOXHUNT_NAMESPACE, "|".join(parts)))
 
 
-def severity(variant: Variant, iocs: Sequence[Ioc]) -> str:
-    """High from 90% confidence, Medium from 50%, else Low; one step lower for ip-only matches."""
-    confidence = max((i.confidence if i.confidence is not None else 50) for i in iocs)
-    level = 3 if confidence >= 90 else 2 if confidence >= 50 else 1
-    return SEVERITIES[level - 1 if variant is IP_ONLY else level]
+def severity(variant: Variant, iocs: Sequence[Ioc], flagged: frozenset[str] = frozenset()) -> str:
+    """The highest level of the rule's IOCs: High from 90% confidence, Medium from 50%, else Low (no
+    confidence counts as 50%); one step lower for an IOC vetting flagged, and for ip-only matches."""
+
+    def level(ioc: Ioc) -> int:
+        confidence = ioc.confidence if ioc.confidence is not None else 50
+        return (3 if confidence >= 90 else 2 if confidence >= 50 else 1) - (ioc.value in flagged)
+
+    top = max(level(i) for i in iocs)
+    return SEVERITIES[max(top - (variant is IP_ONLY), 0)]
 
 
 def _ioc_cost(variant: Variant, ioc: Ioc) -> int:
@@ -89,18 +98,24 @@ class IocTooLong(ValueError):
     """An IOC whose value alone would make a query longer than Sentinel allows."""
 
 
+def table_exclusions(options: PlanOptions, table: Table) -> list[str]:
+    """The allowlist exclusions of `table`, as conditions for `| where not(...)` (null counts as false)."""
+    return [f"coalesce({expr}, false)" for name, expr in options.exclusions if name == table.name]
+
+
 def split_by_length(
     table: Table,
     variant: Variant,
     iocs: Sequence[Ioc],
     costs: Sequence[int] | None = None,
     limit: int = QUERY_LIMIT,
+    exclusions: Sequence[str] = (),
 ) -> list[list[Ioc]]:
     """Consecutive chunks of `iocs` whose compiled analytics query stays within `limit` characters
     (`costs[i]`, when given, is `_ioc_cost(variant, iocs[i])`). An IOC too long for any query on its
     own raises `IocTooLong`: such a family must use a watchlist."""
     sample = list({ioc.ioc_type: ioc for ioc in iocs}.values())  # one IOC per type: every list and column
-    overhead = len(compile_query(table, variant, sample, order=False)) - sum(
+    overhead = len(compile_query(table, variant, sample, order=False, exclusions=exclusions)) - sum(
         _ioc_cost(variant, i) for i in sample
     )
     budget = limit - overhead - 400  # room for the header comment and extra domain label counts
@@ -210,7 +225,12 @@ def plan_chunks(
             work += [(t, variant, members) for t in tables if variant.applies_to(t)]
             costs[variant.name] = [_ioc_cost(variant, ioc) for ioc in members]
     try:
-        chunked = {(t.name, v.name): split_by_length(t, v, members, costs[v.name]) for t, v, members in work}
+        chunked = {
+            (t.name, v.name): split_by_length(
+                t, v, members, costs[v.name], exclusions=table_exclusions(options, t)
+            )
+            for t, v, members in work
+        }
         use_watchlist = any(len(chunks) > options.max_rules for chunks in chunked.values())
     except IocTooLong:
         chunked, use_watchlist = {(t.name, v.name): [] for t, v, _ in work}, True
@@ -251,6 +271,7 @@ def _add_queries(
     family = plan.family
     types = tuple(sorted({i.ioc_type.value for i in iocs}))
     lists = ioc_lists(variant, iocs)
+    exclusions = table_exclusions(options, table)
     header = [
         f"foxhunt | {family.name} | {variant.title} IOCs in {table.name}{part}",
         f"{iocs_count(len(iocs))} from abuse.ch ThreatFox; match: {variant.match_type}.",
@@ -271,6 +292,7 @@ def _add_queries(
                     variant,
                     iocs,
                     lists=lists,
+                    exclusions=exclusions,
                     platform=platform,
                     lookback=options.lookback,
                     header=header,
@@ -286,12 +308,13 @@ def _add_queries(
             id=stable_id(family.malware, table.name, name, "analytic"),
             name=f"foxhunt - {_shorten(family.name, 80)} {variant.name} IOC in {table.name}{part}",
             description=_description(family, table, variant, iocs, part),
-            severity=severity(variant, iocs),
+            severity=severity(variant, iocs, options.flagged),
             query=compile_query(
                 table,
                 variant,
                 iocs,
                 lists=lists,
+                exclusions=exclusions,
                 lookback=options.rule_period,
                 header=header,
                 source=source,
