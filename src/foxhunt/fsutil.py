@@ -1,4 +1,4 @@
-"""Atomic directory replacement: an interrupted run leaves the previous output intact."""
+"""Atomic file and directory replacement: an interrupted run leaves the previous output intact."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ from pathlib import Path
 
 RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _leftovers(target: Path) -> list[Path]:

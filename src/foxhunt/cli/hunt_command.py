@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -24,6 +22,7 @@ from rich.table import Table as RichTable
 from foxhunt.cli.options import check_choice, err, parse_time, progress
 from foxhunt.cli.vet_command import AllowlistOption, MaxAgeOption, NoVetOption, VetPolicyOption, make_vetter
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
+from foxhunt.fsutil import atomic_write_text
 from foxhunt.hunt import Hit, HuntResult, hunt
 from foxhunt.hunt.packs import PackError, load_pack_iocs
 
@@ -59,18 +58,6 @@ def render_hits(result: HuntResult, output_format: str) -> str:
     for path, name, records in result.logs:
         console.print(f"{path}: {name}, {records} records")
     return console.file.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def hunt_command(
@@ -150,7 +137,7 @@ def hunt_command(
         err.print(f"foxhunt: error: {error}", markup=False, highlight=False)
     text = render_hits(result, output_format)
     if output:
-        _write_atomic(output, text)
+        atomic_write_text(output, text)
     else:
         sys.stdout.write(text)
     err.print(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +19,7 @@ from rich.table import Table as RichTable
 
 from foxhunt.cli.options import check_choice, err
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
+from foxhunt.fsutil import atomic_write_text
 from foxhunt.normalize import defang
 from foxhunt.vetting import (
     DROP,
@@ -176,19 +175,6 @@ def _what(vetter: Vetter, reason: str) -> str:
     return f"{info.title} ({'MISP warninglist' if info.source == 'misp' else 'foxhunt builtin list'})"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file beside it and `os.replace`."""
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def vet_command(
     feeds: Annotated[
         list[str],
@@ -268,7 +254,7 @@ def vet_command(
         typer.echo(text, nl=False)
         return
     try:
-        write_atomically(output, text)
+        atomic_write_text(output, text)
     except OSError as exc:
         raise _fail(f"cannot write {output}: {exc.strerror or exc}") from None
     counts = {name: sum(v.verdict == name for v in verdicts) for name in (KEEP, FLAG, DROP)}
