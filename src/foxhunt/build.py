@@ -111,7 +111,8 @@ def build(
         kept, notes, options = _vet(vetter, kept, options)
         if not kept:
             raise SelectionError(
-                f"vetting dropped all {len(notes)} selected IOCs (see `foxhunt vet`); {out} left as it was"
+                f"vetting dropped all {len(notes)} selected IOCs ({notes[0].note}, ...; `foxhunt vet` lists them, "
+                f"--max-age none keeps old ones, --no-vet skips vetting); {out} left as it was"
             )
     result = BuildResult(feed=feed, selected=len(kept), vetting=notes)
     families = group_families(kept)
