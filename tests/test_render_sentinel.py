@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -478,3 +479,19 @@ def test_renderers_refuse_an_invalid_rule() -> None:
         )
     assert all(p.startswith("9a4d2c1e-7f3b-5e6a-b8d9-0c1e2f3a4b5c") for p in arm_error.value.problems)
     assert isinstance(arm_error.value, ValueError)
+
+
+def test_fast_literal_blocks_give_the_bytes_pyyaml_gives(monkeypatch) -> None:
+    """render_rule_yaml writes simple query and description blocks itself (PyYAML's emitter is slow on
+    10k-character queries); the output must stay byte-identical to PyYAML's own."""
+    from foxhunt.feeds import read_feeds
+    from foxhunt.render import sentinel
+    from foxhunt.rules.families import group_families
+    from foxhunt.rules.planner import plan_family
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "foxhunt" / "data" / "threatfox-2022-02-20.json"
+    rules = [r for f in group_families(read_feeds([bundled]).iocs) for r in plan_family(f).analytics]
+    fast = [sentinel.render_rule_yaml(r) for r in rules]
+    assert all(sentinel._literal_block(r.query, "  ") for r in rules)  # the fast path is taken
+    monkeypatch.setattr(sentinel, "_literal_block", lambda text, indent: None)
+    assert [sentinel.render_rule_yaml(r) for r in rules] == fast
