@@ -491,13 +491,15 @@ _PLAIN_LINE = re.compile(r"[^\t\r\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]*")
 
 def _literal_block(text: str, indent: str) -> str | None:
     """`text` as a YAML literal block scalar, written directly: the bytes PyYAML's emitter writes for a
-    query (one trailing newline, no blank, tab-holding or space-edged lines), without its slow
+    query (one trailing newline, no blank or tab-holding lines, no trailing spaces, no leading space on the first line), without its slow
     character-by-character scan. None when the text is not of that simple shape."""
     if not text.endswith("\n") or text.endswith("\n\n"):
         return None
     lines = text[:-1].split("\n")
+    if lines[0].startswith(" "):  # would need an indentation indicator
+        return None
     for line in lines:
-        if not line or line != line.strip(" ") or not _PLAIN_LINE.fullmatch(line):
+        if not line or line.endswith(" ") or not _PLAIN_LINE.fullmatch(line):
             return None
     return "|\n" + "".join(f"{indent}{line}\n" for line in lines)
 
