@@ -118,3 +118,26 @@ def test_bad_allowlist_names_the_line(tmp_path: Path) -> None:
         app, ["build", str(feed(tmp_path / "f.json")), "-o", str(tmp_path / "o"), "--allowlist", str(bad)]
     )
     assert result.exit_code == 2 and "bad.yaml:4" in result.output
+
+
+def test_apply_scenarios_compiles_their_exclusions(tmp_path: Path, kql_oracle) -> None:
+    from foxhunt.catalog.scenarios import load_scenarios
+
+    scenario = next(s for s in load_scenarios() if s.id == "scheduled-update-job")
+    out = tmp_path / "packs"
+    result = runner.invoke(
+        app, ["build", str(feed(tmp_path / "f.json")), "-o", str(out), "--apply-scenarios", scenario.id,
+              "--allowlist", str(allowlist(tmp_path / "a.yaml"))],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    queries = [(qid, kql) for qid, kql, p in all_kql(out) if "#fp" not in qid and p == "sentinel"]
+    with_scenario = [qid for qid, kql in queries if scenario.exclusions["DeviceNetworkEvents"] in kql]
+    assert with_scenario and all(
+        "DeviceNetworkEvents" in qid or qid.startswith("sentinel-arm") for qid in with_scenario
+    )
+    assert all('"msiexec.exe"' in kql for qid, kql in queries if qid in with_scenario)  # allowlist kept too
+    assert not {q: d for q, d in kql_oracle.check(queries).items() if d}
+    bad = runner.invoke(
+        app, ["build", str(feed(tmp_path / "f.json")), "-o", str(out), "--apply-scenarios", "nope"]
+    )
+    assert bad.exit_code == 2 and "scheduled-update-job" in bad.output

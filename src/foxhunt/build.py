@@ -71,7 +71,11 @@ def _vet(
     exclusions = tuple(
         (name, expression) for name in load_catalog() if (expression := vetter.allowlist.exclusion(name))
     )
-    return result.kept, notes, replace(options, flagged=frozenset(result.flagged), exclusions=exclusions)
+    return (
+        result.kept,
+        notes,
+        replace(options, flagged=frozenset(result.flagged), exclusions=options.exclusions + exclusions),
+    )
 
 
 def _check_output(out: Path) -> None:

@@ -20,6 +20,7 @@ from rich.table import Table as RichTable
 
 from foxhunt import __version__
 from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
+from foxhunt.catalog.scenarios import load_scenarios
 from foxhunt.cli.hunt_command import hunt_command
 from foxhunt.cli.options import check_choice, err, parse_time, progress
 from foxhunt.cli.vet_command import (
@@ -195,6 +196,14 @@ def build_command(
     vet_policy: VetPolicyOption = None,
     allowlist: AllowlistOption = None,
     max_age: MaxAgeOption = None,
+    apply_scenarios: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID",
+            help="Compile this false-positive scenario's exclusions into its tables' queries (repeatable, or 'all'); "
+            "replace its example values first, see fp_scenarios.yaml.",
+        ),
+    ] = None,
 ) -> None:
     """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
     check_choice(feed_format, FORMATS, "--feed-format")
@@ -209,10 +218,27 @@ def build_command(
         families=tuple(family or ()),
         ioc_types=tuple(ioc_type or ()),
     )
-    options = PlanOptions(lookback=lookback, max_rules=max_rules_per_family)
+    options = PlanOptions(
+        lookback=lookback, max_rules=max_rules_per_family, exclusions=_scenario_exclusions(apply_scenarios)
+    )
     vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
     _run_build(feeds, output, feed_format=feed_format, selection=selection, options=options,
                output_format=output_format, strict=strict, vetter=vetter)  # fmt: skip
+
+
+def _scenario_exclusions(chosen: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """(table, KQL condition) of the chosen false-positive scenarios."""
+    if not chosen:
+        return ()
+    library = {s.id: s for s in load_scenarios()}
+    wanted = list(library) if "all" in chosen else chosen
+    unknown = [c for c in wanted if c not in library]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scenario {', '.join(unknown)}; known: {', '.join(library)}",
+            param_hint="--apply-scenarios",
+        )
+    return tuple((table, expr) for sid in wanted for table, expr in library[sid].exclusions.items())
 
 
 def _valid_timespan(value: str) -> bool:

@@ -88,9 +88,9 @@ def _load_iocs(con: duckdb.DuckDBPyConnection, workdir: Path, iocs: Sequence[Ioc
         else:
             lists[HASH_TABLES[ioc.ioc_type]].add(ioc.value)
             meta.append(("hash", ioc.value, n))
-    for name, values in lists.items():
-        _bulk_table(con, workdir, name, "value VARCHAR", ((v,) for v in sorted(values)))
-    _bulk_table(con, workdir, "ioc_domains", "value VARCHAR, labels INTEGER", sorted(domains))
+    for name, values in lists.items():  # unsorted: every query orders its result itself
+        _bulk_table(con, workdir, name, "value VARCHAR", ((v,) for v in values))
+    _bulk_table(con, workdir, "ioc_domains", "value VARCHAR, labels INTEGER", domains)
     _bulk_table(con, workdir, "ioc_meta", "kind VARCHAR, key VARCHAR, n INTEGER", meta)
 
 
@@ -98,19 +98,25 @@ MEMORY_LIMIT = "1GB"  # DuckDB spills to the work directory beyond this, so memo
 KIND_OF = {"ip-port": "endpoint", "ip-only": "ip", "domain": "domain", "url": "url", "hash": "hash"}
 
 
-def _rule_ids(iocs: Sequence[Ioc], used: set[int]) -> dict[tuple[str, str, str], str]:
-    """(table, variant, ioc value) -> id of the pack's hunting query holding that IOC, for the families
-    of the IOCs in `used` (planned exactly as `foxhunt build` plans them)."""
+def _rule_ids(iocs: Sequence[Ioc], raw: Sequence[RawHit]) -> dict[tuple[str, str, str], str]:
+    """(table, variant, ioc value) -> id of the pack's hunting query holding that IOC, for the hits in
+    `raw` (their families planned exactly as `foxhunt build` plans them). Only the hits' keys are
+    mapped: every table's chunks of a whole family would be millions of keys for a large feed."""
+    wanted = {(hit[0].table.name, hit[1], iocs[hit[-1]].value) for hit in raw}
+    pairs = {(table, variant) for table, variant, _ in wanted}
     ids: dict[tuple[str, str, str], str] = {}
-    families = {iocs[n].malware for n in used}
+    families = {iocs[hit[-1]].malware for hit in raw}
     for family in group_families(i for i in iocs if i.malware in families):
         _, chunked, _ = plan_chunks(family)
         for (table, variant), chunks in chunked.items():
+            if (table, variant) not in pairs:
+                continue
             for number, chunk in enumerate(chunks, 1):
                 name = variant if len(chunks) == 1 else f"{variant}-{number}"
                 query_id = stable_id(family.malware, table, name, "sentinel", "hunting")
                 for ioc in chunk:
-                    ids[(table, variant, ioc.value)] = query_id
+                    if (key := (table, variant, ioc.value)) in wanted:
+                        ids[key] = query_id
     return ids
 
 
@@ -127,8 +133,8 @@ def _hunt_source(
     until: datetime | None,
     exclusion: str = "true",
 ) -> list[RawHit]:
-    label_counts = sorted({name.count(".") + 1 for ioc in iocs if ioc.ioc_type is IocType.DOMAIN
-                           for name in semantics.DomainSet.of([ioc]).names}, reverse=True)  # fmt: skip
+    labels = con.execute("SELECT DISTINCT labels FROM ioc_domains ORDER BY labels DESC").fetchall()
+    label_counts = [count for (count,) in labels]  # of the names _load_iocs wrote (DomainSet's)
     hashes = {i.ioc_type for i in iocs if i.ioc_type.is_hash}
     present = {i.ioc_type for i in iocs}
     conditions = [exclusion]
@@ -230,7 +236,7 @@ def hunt(
             exclusion = _exclusion(allowlist, source, con, result.warnings) if allowlist else "true"
             raw += _hunt_source(con, source, iocs, since, until, exclusion)
         con.close()
-        rule_ids = _rule_ids(iocs, {hit[-1] for hit in raw}) if raw else {}
+        rule_ids = _rule_ids(iocs, raw) if raw else {}
         result.hits = [_hit(hit, iocs, rule_ids) for hit in raw]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
