@@ -22,7 +22,7 @@ from foxhunt import __version__
 from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
 from foxhunt.catalog.scenarios import load_scenarios
 from foxhunt.cli.hunt_command import hunt_command
-from foxhunt.cli.options import check_choice, err, parse_time, progress
+from foxhunt.cli.options import FeedFormatOption, check_choice, err, parse_time, progress
 from foxhunt.cli.vet_command import (
     AllowlistOption,
     MaxAgeOption,
@@ -137,14 +137,6 @@ def _run_build(
         raise typer.Exit(EXIT_REJECTS)
 
 
-FeedFormat = Annotated[
-    str | None,
-    typer.Option(
-        "--feed-format",
-        metavar="api|csv|json",
-        help=f"Force the feed format ({', '.join(FORMATS)}); default: detect.",
-    ),
-]
 OutputFormat = Annotated[
     str, typer.Option("--format", metavar="table|json", help="Summary as a rich 'table' or 'json'.")
 ]
@@ -161,7 +153,7 @@ def build_command(
     output: Annotated[
         Path, typer.Option("-o", "--output", metavar="OUT", help="Output directory (replaced atomically).")
     ],
-    feed_format: FeedFormat = None,
+    feed_format: FeedFormatOption = None,
     min_confidence: Annotated[
         int | None, typer.Option(min=0, max=100, metavar="0-100", help="Drop IOCs below this confidence.")
     ] = None,

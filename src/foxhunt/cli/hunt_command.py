@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from foxhunt.cli.options import check_choice, err, parse_time, progress
+from foxhunt.cli.options import FeedFormatOption, check_choice, err, parse_time, progress
 from foxhunt.cli.vet_command import AllowlistOption, MaxAgeOption, NoVetOption, VetPolicyOption, make_vetter
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.fsutil import atomic_write_text
@@ -71,9 +71,7 @@ def hunt_command(
     pack: Annotated[
         Path | None, typer.Option(metavar="OUT", help="A pack built by foxhunt build, instead of --feed.")
     ] = None,
-    feed_format: Annotated[
-        str | None, typer.Option("--feed-format", metavar="api|csv|json", help="Force the feed format.")
-    ] = None,
+    feed_format: FeedFormatOption = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", metavar="FILE", help="Write the hits here (default: stdout)."),

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from foxhunt.feeds import FORMATS
+
 T = TypeVar("T")
+FeedFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--feed-format",
+        metavar="api|csv|json",
+        help=f"Force the feed format ({', '.join(FORMATS)}); default: detect.",
+    ),
+]
 err = Console(stderr=True)
 
 

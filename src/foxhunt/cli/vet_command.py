@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from foxhunt.cli.options import check_choice, err
+from foxhunt.cli.options import FeedFormatOption, check_choice, err
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.fsutil import atomic_write_text
 from foxhunt.normalize import defang
@@ -192,14 +192,7 @@ def vet_command(
             "-o", "--output", metavar="FILE", help="Write the report to FILE (atomically), not stdout."
         ),
     ] = None,
-    allowlist: Annotated[
-        Path | None,
-        typer.Option(
-            "--allowlist",
-            metavar="FILE",
-            help="Organisation allowlist (YAML: domains, cidrs, urls, hashes, exclusions).",
-        ),
-    ] = None,
+    allowlist: AllowlistOption = None,
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -208,24 +201,11 @@ def vet_command(
             help="Policy YAML merged over the packaged one (list -> category -> action).",
         ),
     ] = None,
-    max_age: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--max-age",
-            metavar="[TYPE=]AGE",
-            help="Maximum age from last (else first) seen, e.g. ip:port=14d, hash=none, 60d (every type); repeatable. "
-            f"Default: {MaxAge.defaults().describe()}.",
-        ),
-    ] = None,
+    max_age: MaxAgeOption = None,
     min_confidence: Annotated[
         int | None, typer.Option(min=0, max=100, metavar="0-100", help="Drop IOCs below this confidence.")
     ] = None,
-    feed_format: Annotated[
-        str | None,
-        typer.Option(
-            "--feed-format", metavar="api|csv|json", help=f"Force the feed format ({', '.join(FORMATS)})."
-        ),
-    ] = None,
+    feed_format: FeedFormatOption = None,
     rows: Annotated[
         int, typer.Option(min=0, metavar="N", help="Flagged and dropped IOCs listed in the table (0: all).")
     ] = 50,
