@@ -88,6 +88,9 @@ def test_build_vets_by_default(tmp_path: Path, kql_oracle) -> None:
     rules = {Path(r["path"]).name: r for r in manifest["rules"] if r["format"] == "sentinel-yaml"}
     dns = yaml.safe_load((out / rules["DnsEvents-domain.yaml"]["path"]).read_text())
     assert dns["severity"] == "High"  # the C2 domain is kept unflagged at 100%
+    assert (
+        "vetting flagged as shared infrastructure" in dns["description"]
+    )  # x.duckdns.org is in the same rule
 
 
 def test_hunt_vets_and_applies_allowlist_exclusions(tmp_path: Path) -> None:
