@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from foxhunt.catalog import Table, load_catalog
 from foxhunt.matching.kql import INLINE, ListSource, compile_query, ioc_list_values, ioc_lists
@@ -284,6 +285,9 @@ def _add_queries(
         f"foxhunt | {family.name} | {variant.title} IOCs in {table.name}{part}",
         f"{iocs_count(len(iocs))} from abuse.ch ThreatFox; match: {variant.match_type}.",
     ]
+    compile_chunk = partial(
+        compile_query, table, variant, iocs, lists=lists, exclusions=exclusions, header=header, source=source
+    )
     platforms = ("sentinel",) if source.watchlists else table.platforms
     for platform in platforms:
         plan.hunting.append(
@@ -295,17 +299,7 @@ def _add_queries(
                 variant=name,
                 ioc_types=types,
                 ioc_count=len(iocs),
-                kql=compile_query(
-                    table,
-                    variant,
-                    iocs,
-                    lists=lists,
-                    exclusions=exclusions,
-                    platform=platform,
-                    lookback=options.lookback,
-                    header=header,
-                    source=source,
-                ),
+                kql=compile_chunk(platform=platform, lookback=options.lookback),
                 platform=platform,
                 watchlist=",".join(source.watchlists) or None,
             )
@@ -317,17 +311,8 @@ def _add_queries(
             name=f"foxhunt - {_shorten(family.name, 80)} {variant.name} IOC in {table.name}{part}",
             description=_description(family, table, variant, iocs, part, options.flagged),
             severity=severity(variant, iocs, options.flagged),
-            query=compile_query(
-                table,
-                variant,
-                iocs,
-                lists=lists,
-                exclusions=exclusions,
-                lookback=options.rule_period,
-                header=header,
-                source=source,
-                order=False,
-                ingested_within=options.rule_frequency,
+            query=compile_chunk(
+                lookback=options.rule_period, order=False, ingested_within=options.rule_frequency
             ),
             family_slug=family.slug,
             table=table.name,
