@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from foxhunt.catalog import platform_columns
+
 Platform = Literal["sentinel", "defender"]
 PLATFORMS: tuple[Platform, ...] = ("sentinel", "defender")
 
@@ -83,20 +85,10 @@ def load_schema(
     """Columns ``[(name, kusto_type), ...]`` of ``table`` as the given platform shows it."""
     _check_platform(platform)
     data: dict[str, Any] = json.loads((schema_dir / f"{table}.json").read_text(encoding="utf-8"))
-    if platform == "sentinel":
-        left_out = set(data.get("not_in_azure_monitor_reference", []))
-    else:
-        left_out = set(data.get("sentinel_only", []))
-    columns: list[tuple[str, str]] = []
-    for col in data["columns"]:
-        if col["name"] in left_out:
-            continue
-        kusto_type = col.get("sentinel_type", col["type"]) if platform == "sentinel" else col["type"]
-        columns.append((col["name"], kusto_type))
-    names = [name for name, _ in columns]
+    names = [col["name"] for col in data["columns"]]
     if len(names) != len(set(names)):
         raise ValueError(f"{table}: duplicate column names in {schema_dir / (table + '.json')}")
-    return columns
+    return list(platform_columns(data, platform).items())
 
 
 def watchlist_function(extra_columns: Iterable[tuple[str, str]] = ()) -> dict[str, str]:

@@ -113,7 +113,12 @@ def load_schema(table: str) -> dict:
 
 def schema_columns(table: str, platform: str = "sentinel") -> dict[str, str]:
     """Column name -> Kusto type of `table` as seen on `platform` (Sentinel or Defender XDR)."""
-    doc = load_schema(table)
+    return platform_columns(load_schema(table), platform)
+
+
+def platform_columns(doc: dict, platform: str) -> dict[str, str]:
+    """Column name -> Kusto type of a schema document as `platform` shows the table: Sentinel leaves out
+    the columns its reference lacks and uses `sentinel_type`; Defender XDR leaves out the Sentinel-only ones."""
     if platform == "sentinel":
         hidden = set(doc.get("not_in_azure_monitor_reference", []))
         return {
