@@ -13,6 +13,7 @@ from foxhunt.catalog import Table
 from foxhunt.matching import semantics
 from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, Variant
 from foxhunt.model import IocType
+from foxhunt.normalize import DEFAULT_PORTS
 
 HASH_TABLES = {IocType.MD5: "ioc_md5", IocType.SHA1: "ioc_sha1", IocType.SHA256: "ioc_sha256"}
 
@@ -100,7 +101,8 @@ def url_queries(table: Table, log: str) -> list[str]:
         bases = []
         for n, fallback in enumerate(semantics.SCHEMELESS_CANDIDATES, 1):
             scheme = f"CASE WHEN _scheme = '' THEN '{fallback}' ELSE _scheme END"
-            default = f"CASE {scheme} WHEN 'http' THEN '80' WHEN 'https' THEN '443' WHEN 'ftp' THEN '21' ELSE '' END"
+            whens = " ".join(f"WHEN '{s}' THEN '{p}'" for s, p in DEFAULT_PORTS.items())
+            default = f"CASE {scheme} {whens} ELSE '' END"
             port = f"CASE WHEN _port = '' OR _port = {default} THEN '' ELSE ':' || _port END"
             path = "CASE WHEN _path = '' THEN '/' ELSE _path END"
             bases.append(f"{scheme} || '://' || _host || {port} || {path} AS _b{n}")

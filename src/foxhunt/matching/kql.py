@@ -16,7 +16,7 @@ from foxhunt.catalog import Table
 from foxhunt.matching import semantics
 from foxhunt.matching.variants import DOMAIN, HASH, IP_ONLY, IP_PORT, URL, Variant
 from foxhunt.model import Ioc, IocType
-from foxhunt.normalize import domain_unicode_form
+from foxhunt.normalize import DEFAULT_PORTS, domain_unicode_form
 
 HOST_NAME_FN = (
     "let host_name = (value:string) { let h = tolower(value); "
@@ -115,7 +115,7 @@ def _url_fn() -> str:
     r = kql_regex(semantics.URL_PATTERN)
     return (
         "let default_port = (scheme:string) { "
-        'case(scheme == "http", "80", scheme == "https", "443", scheme == "ftp", "21", "") };\n'
+        f'case({", ".join(f"scheme == {kql_string(s)}, {kql_string(str(p))}" for s, p in DEFAULT_PORTS.items())}, "") }};\n'
         "let url_ioc = (value:string) {\n"
         f"    let scheme = tolower(extract({r}, 1, value));\n"
         f"    let host = host_name(extract({r}, 2, value));\n"

@@ -71,7 +71,6 @@ class FamilyPlan:
     hunting: list[HuntingQuery] = field(default_factory=list)
     analytics: list[AnalyticRule] = field(default_factory=list)
     watchlists: list[Watchlist] = field(default_factory=list)
-    chunks: dict[tuple[str, str], list[list[Ioc]]] = field(default_factory=dict)
 
 
 def stable_id(*parts: str) -> str:
@@ -259,7 +258,6 @@ def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyP
         source = INLINE
     for table, variant, _ in work:
         chunks = chunked[(table.name, variant.name)]
-        plan.chunks[(table.name, variant.name)] = chunks
         for number, chunk in enumerate(chunks, 1):
             name = variant.name if len(chunks) == 1 else f"{variant.name}-{number}"
             part = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
