@@ -12,7 +12,7 @@ from foxhunt.catalog import load_catalog
 from foxhunt.feeds import read_feeds
 from foxhunt.fsutil import replace_dir, staging_dir
 from foxhunt.model import FeedResult, Ioc, IocType
-from foxhunt.render.pack import write_pack
+from foxhunt.render.pack import DEFAULT_FORMATS, write_pack
 from foxhunt.render.vetting import VettingNote
 from foxhunt.rules.families import Family, family_slug, group_families
 from foxhunt.rules.planner import FamilyPlan, PlanOptions, plan_family
@@ -96,10 +96,28 @@ def build(
     options: PlanOptions = PlanOptions(),
     progress: Callable[[Sequence[Family]], Iterable[Family]] | None = None,
     vetter: Vetter | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> BuildResult:
     """Read `feeds`, plan every family and write the packs to `out` (replacing a previous pack)."""
     _check_output(out)
     feed = read_feeds(list(feeds), feed_format)
+    return build_feed(
+        feed, out, selection=selection, options=options, progress=progress, vetter=vetter, formats=formats
+    )
+
+
+def build_feed(
+    feed: FeedResult,
+    out: Path,
+    *,
+    selection: Selection = Selection(),
+    options: PlanOptions = PlanOptions(),
+    progress: Callable[[Sequence[Family]], Iterable[Family]] | None = None,
+    vetter: Vetter | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+) -> BuildResult:
+    """Select, vet, plan and write the packs of IOCs already read (`feed`) to `out`, atomically."""
+    _check_output(out)
     if feed.rejects and not feed.iocs:
         raise SelectionError(
             f"no valid IOC in {', '.join(feed.files)}: all {len(feed.rejects)} records were rejected "
@@ -127,7 +145,7 @@ def build(
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
     try:
         sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
-        result.manifest = write_pack(staged, result.plans, sources, feed.rejects, notes)
+        result.manifest = write_pack(staged, result.plans, sources, feed.rejects, notes, formats)
         replace_dir(staged, out)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)

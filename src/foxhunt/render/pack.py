@@ -21,6 +21,9 @@ from foxhunt.render.vetting import VettingNote, render_vetting
 from foxhunt.rules.model import AnalyticRule
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
 
+FORMATS = ("sentinel",)  # Sentinel / Defender XDR: hunting KQL, analytics rules (YAML, ARM), watchlists
+DEFAULT_FORMATS = ("sentinel",)
+
 IOC_COLUMNS = (
     "ioc_type", "value", "threat_type", "malware", "malware_printable", "confidence",
     "first_seen", "last_seen", "threatfox_id", "reference", "tags", "reporter",
@@ -136,8 +139,11 @@ def write_pack(
     sources: Sequence[str],
     rejects: Sequence[Reject],
     vetting: Sequence[VettingNote] = (),
+    formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> dict:
-    """Write every family, the index, the ARM template and the manifest into `root` (an empty dir)."""
+    """Write every family, the index, the ARM template and the manifest into `root` (an empty dir).
+
+    `formats` names the output formats beyond the page and IOC list (see FORMATS)."""
     load_scenarios()  # fail early on a broken scenario library
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
     manifest["vetting"] = {v: sum(1 for n in vetting if n.verdict == v) for v in ("drop", "flag")}
