@@ -264,7 +264,9 @@ def test_an_ioc_too_long_for_an_inline_query_moves_its_family_to_a_watchlist(tmp
     feed = tmp_path / "feed.json"
     feed.write_text(json.dumps([record, dict(record, id="2", ioc="http://short.example.com/x")]))
     result = build([feed], tmp_path / "out")
-    (plan,) = result.plans
-    assert plan.watchlists and all(len(rule.query) <= QUERY_LIMIT for rule in plan.analytics)
-    rows = (tmp_path / "out" / "win-x" / "watchlists" / f"{plan.watchlists[0].alias}.csv").read_text()
+    (family,) = result.manifest["families"]
+    rules = [r for r in result.manifest["rules"] if r["format"] == "sentinel-yaml"]
+    queries = [yaml.safe_load((tmp_path / "out" / r["path"]).read_text())["query"] for r in rules]
+    assert family["watchlists"] and queries and all(len(query) <= QUERY_LIMIT for query in queries)
+    rows = (tmp_path / "out" / family["watchlists"][0]).read_text()
     assert record["ioc"] in rows

@@ -14,6 +14,9 @@ from foxhunt.render.sentinel import (
     AGGREGATION_KIND,
     ARM_API_VERSION,
     ARM_RESOURCE_TYPE,
+    MAX_ARM_TEMPLATE_BYTES,
+    ArmBatch,
+    ArmBatcher,
     ArmTemplateTooLargeError,
     InvalidRuleError,
     iso8601_duration,
@@ -357,6 +360,37 @@ def test_arm_refuses_more_than_one_template_can_hold() -> None:
     big = [make_rule(id=f"00000000-0000-5000-8000-{n:012x}", query="x" * 10_000) for n in range(450)]
     with pytest.raises(ArmTemplateTooLargeError, match="bytes; ARM allows 4 MB"):
         render_arm_template(big)
+
+
+def _batch_all(rules: list[AnalyticRule]) -> list[ArmBatch]:
+    batcher = ArmBatcher()
+    batches = [batch for rule in rules if (batch := batcher.add(rule))]
+    return [*batches, batcher.finish()]
+
+
+def test_arm_batcher_splits_on_size_and_each_batch_is_the_template_of_its_rules() -> None:
+    rules = [make_rule(id=f"00000000-0000-5000-8000-{n:012x}", query="x" * 9_000) for n in range(900)]
+    batches = _batch_all(rules)
+    assert len(batches) > 1 and sum(b.rules for b in batches) == len(rules)
+    start = 0
+    for batch in batches:
+        assert len(batch.text.encode()) <= MAX_ARM_TEMPLATE_BYTES
+        assert batch.text == render_arm_template(rules[start : start + batch.rules])
+        start += batch.rules
+    # a full batch holds as many rules as fit: one more would pass 4 MB
+    first = batches[0].rules
+    with pytest.raises(ArmTemplateTooLargeError):
+        render_arm_template(rules[: first + 1])
+
+
+def test_arm_batcher_splits_at_800_resources_and_rejects_a_repeated_id() -> None:
+    rules = [make_rule(id=f"00000000-0000-5000-8000-{n:012x}") for n in range(1_601)]
+    assert [b.rules for b in _batch_all(rules)] == [800, 800, 1]
+    batcher = ArmBatcher()
+    batcher.add(make_rule())
+    with pytest.raises(InvalidRuleError, match="more than one rule has this id"):
+        batcher.add(make_rule(name="Another"))
+    assert ArmBatcher().finish() is None
 
 
 # --- validate_rule -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import DEFAULT_FORMATS, write_pack
 from foxhunt.render.vetting import VettingNote
 from foxhunt.rules.families import Family, family_slug, group_families
-from foxhunt.rules.planner import FamilyPlan, PlanOptions, plan_family
+from foxhunt.rules.planner import PlanOptions, plan_family
 from foxhunt.vetting import Vetter
 
 
@@ -53,9 +53,8 @@ class Selection:
 @dataclass(slots=True)
 class BuildResult:
     feed: FeedResult
-    plans: list[FamilyPlan] = field(default_factory=list)
     selected: int = 0
-    manifest: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)  # families and rules written: see render/pack.py
     vetting: list[VettingNote] = field(default_factory=list)
 
 
@@ -138,14 +137,15 @@ def build_feed(
             )
     result = BuildResult(feed=feed, selected=len(kept), vetting=notes)
     families = group_families(kept)
-    result.plans = [plan_family(family, options) for family in (progress(families) if progress else families)]
+    # planned lazily: write_pack writes each family as soon as it is planned
+    plans = (plan_family(family, options) for family in (progress(families) if progress else families))
     try:
         staged = staging_dir(out)
     except OSError as exc:
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
     try:
         sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
-        result.manifest = write_pack(staged, result.plans, sources, feed.rejects, notes, formats)
+        result.manifest = write_pack(staged, plans, sources, feed.rejects, notes, formats)
         replace_dir(staged, out)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)

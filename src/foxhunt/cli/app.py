@@ -66,23 +66,23 @@ def main_callback(
 
 
 def _report(result: BuildResult, target: Path, output_format: str) -> None:
-    feed = result.feed
+    feed, families = result.feed, result.manifest["families"]
+    kinds = [rule["kind"] for rule in result.manifest["rules"] if rule["family"] is not None]
     summary = {
         "output": str(target),
-        "families": len(result.plans),
+        "families": len(families),
         "iocs": result.selected,
         "read": len(feed.iocs) + feed.duplicates,
         "rejected": len(feed.rejects),
         "duplicates": feed.duplicates,
-        "hunting_queries": sum(len(p.hunting) for p in result.plans),
-        "analytics_rules": sum(len(p.analytics) for p in result.plans),
+        "hunting_queries": kinds.count("hunting"),
+        "analytics_rules": kinds.count("analytic"),
         "index": str(target / "index.md"),
         "packs": [
-            {"family": p.family.name, "slug": p.family.slug, "iocs": len(p.family.iocs),
-             "page": str(target / p.family.slug / "README.md")}
-            for p in result.plans
+            {"family": f["name"], "slug": f["slug"], "iocs": f["ioc_count"], "page": str(target / f["page"])}
+            for f in families
         ],
-    }  # fmt: skip
+    }
     for reject in feed.rejects[:SHOWN_REJECTS]:
         err.print(f"rejected: {reject}", markup=False, highlight=False)
     if len(feed.rejects) > SHOWN_REJECTS:
@@ -95,15 +95,14 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
     table = RichTable(title=f"foxhunt packs in {target}")
     for column in ("Family", "IOCs", "IOC types", "Hunting", "Rules", "Page"):
         table.add_column(column)
-    for plan in result.plans:
-        family = plan.family
+    for family in families:
         table.add_row(
-            family.name,
-            str(len(family.iocs)),
-            ", ".join(f"{t} {n}" for t, n in family.ioc_types.items()),
-            str(len(plan.hunting)),
-            str(len(plan.analytics)),
-            f"{family.slug}/README.md",
+            family["name"],
+            str(family["ioc_count"]),
+            ", ".join(f"{t} {n}" for t, n in family["ioc_types"].items()),
+            str(family["hunting_queries"]),
+            str(family["analytics_rules"]),
+            family["page"],
         )
     out.print(table)
     out.print(

@@ -5,20 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from foxhunt.catalog.scenarios import load_scenarios, scenarios_for
 from foxhunt.model import Ioc, Reject
 from foxhunt.render.page import render_page
-from foxhunt.render.sentinel import (
-    MAX_ARM_RESOURCES,
-    MAX_ARM_TEMPLATE_BYTES,
-    render_arm_template,
-    render_rule_yaml,
-)
+from foxhunt.render.sentinel import ArmBatch, ArmBatcher, render_rule_yaml
 from foxhunt.render.vetting import VettingNote, render_vetting
-from foxhunt.rules.model import AnalyticRule
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
 
 FORMATS = ("sentinel",)  # Sentinel / Defender XDR: hunting KQL, analytics rules (YAML, ARM), watchlists
@@ -91,11 +85,11 @@ def write_family(
     return rules
 
 
-def _index(plans: Sequence[FamilyPlan], rejected: int, vetting: dict[str, int]) -> str:
+def _index(families: Sequence[dict], rejected: int, vetting: dict[str, int]) -> str:
     lines = [
         "# foxhunt rule packs",
         "",
-        f"{len(plans)} malware families, {sum(len(p.family.iocs) for p in plans)} IOCs"
+        f"{len(families)} malware families, {sum(f['ioc_count'] for f in families)} IOCs"
         + (f"; {rejected} input records rejected (see rejected.csv)" if rejected else "")
         + (
             f"; vetting dropped {vetting['drop']} and flagged {vetting['flag']} IOCs (see vetting.md)."
@@ -106,44 +100,29 @@ def _index(plans: Sequence[FamilyPlan], rejected: int, vetting: dict[str, int]) 
         "| Family | IOCs | IOC types | Hunting queries | Analytics rules |",
         "|---|---|---|---|---|",
     ]
-    for plan in plans:
-        family = plan.family
-        types = ", ".join(f"{t} {n}" for t, n in family.ioc_types.items())
+    for family in families:
+        types = ", ".join(f"{t} {n}" for t, n in family["ioc_types"].items())
         lines.append(
-            f"| [{family.name}]({family.slug}/README.md) | {len(family.iocs)} | {types} | "
-            f"{len(plan.hunting)} | {len(plan.analytics)} |"
+            f"| [{family['name']}]({family['page']}) | {family['ioc_count']} | {types} | "
+            f"{family['hunting_queries']} | {family['analytics_rules']} |"
         )
     lines += ["", "Deploy every analytics rule at once: `sentinel-arm.json` (see the foxhunt README).", ""]
     return "\n".join(lines)
 
 
-def arm_batches(rules: Sequence[AnalyticRule]) -> list[list[AnalyticRule]]:
-    """Consecutive batches of rules that each fit one ARM template (resource count and size)."""
-    batches: list[list[AnalyticRule]] = [[]]
-    size = len(render_arm_template([]))
-    for rule in rules:
-        rule_size = len(render_arm_template([rule])) - len(render_arm_template([]))
-        if batches[-1] and (
-            len(batches[-1]) >= MAX_ARM_RESOURCES or size + rule_size > MAX_ARM_TEMPLATE_BYTES
-        ):
-            batches.append([])
-            size = len(render_arm_template([]))
-        batches[-1].append(rule)
-        size += rule_size
-    return batches
-
-
 def write_pack(
     root: Path,
-    plans: Sequence[FamilyPlan],
+    plans: Iterable[FamilyPlan],
     sources: Sequence[str],
     rejects: Sequence[Reject],
     vetting: Sequence[VettingNote] = (),
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> dict:
-    """Write every family, the index, the ARM template and the manifest into `root` (an empty dir).
+    """Write every family, the index, the ARM templates and the manifest into `root` (an empty dir).
 
-    `formats` names the output formats beyond the page and IOC list (see FORMATS)."""
+    `plans` may be a generator: each family is written as soon as it is planned and then let go, so
+    memory holds one family's queries at a time. `formats` names the output formats beyond the page
+    and IOC list (see FORMATS)."""
     load_scenarios()  # fail early on a broken scenario library
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
     manifest["vetting"] = {v: sum(1 for n in vetting if n.verdict == v) for v in ("drop", "flag")}
@@ -152,26 +131,36 @@ def write_pack(
         by_family.setdefault(note.ioc.malware, []).append(note)
     if vetting:
         _write(root, "vetting.md", render_vetting("all families", vetting))
+    arm = ArmBatcher()
+    arm_entries: list[dict] = []
+
+    def write_arm(batch: ArmBatch | None) -> None:
+        if batch is None:
+            return
+        path = "sentinel-arm.json" if not arm_entries else f"sentinel-arm-{len(arm_entries) + 1}.json"
+        _write(root, path, batch.text)
+        arm_entries.append(
+            {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None,
+             "platform": "sentinel", "ioc_types": list(batch.ioc_types), "path": path, "format": "arm"}
+        )  # fmt: skip
+
     for plan in plans:
         family = plan.family
         family_notes = by_family.get(family.malware, [])
         manifest["rules"] += write_family(root, plan, sources, family_notes)
+        for rule in plan.analytics:
+            write_arm(arm.add(rule))
         if family_notes:
             _write(root, f"{family.slug}/vetting.md", render_vetting(family.name, family_notes))
         manifest["families"].append(
             {"name": family.name, "slug": family.slug, "malware": family.malware, "ioc_count": len(family.iocs),
              "ioc_types": family.ioc_types, "page": f"{family.slug}/README.md",
+             "hunting_queries": len(plan.hunting), "analytics_rules": len(plan.analytics),
              "watchlists": [f"{family.slug}/watchlists/{w.alias}.csv" for w in plan.watchlists],
              "vetting": {v: sum(1 for n in family_notes if n.verdict == v) for v in ("drop", "flag")}}
         )  # fmt: skip
-    analytics = [rule for plan in plans for rule in plan.analytics]
-    for number, batch in enumerate(arm_batches(analytics), 1):
-        path = "sentinel-arm.json" if number == 1 else f"sentinel-arm-{number}.json"
-        _write(root, path, render_arm_template(batch))
-        manifest["rules"].append(
-            {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None, "platform": "sentinel",
-             "ioc_types": sorted({t for r in batch for t in r.ioc_types}), "path": path, "format": "arm"}
-        )  # fmt: skip
+    write_arm(arm.finish())
+    manifest["rules"] += arm_entries
     if rejects:
         _write(
             root,
@@ -181,6 +170,6 @@ def write_pack(
                 [(r.file, r.record, r.reason, r.value) for r in rejects],
             ),
         )
-    _write(root, "index.md", _index(plans, len(rejects), manifest["vetting"]))
+    _write(root, "index.md", _index(manifest["families"], len(rejects), manifest["vetting"]))
     _write(root, "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -15,6 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -26,6 +27,8 @@ __all__ = [
     "AGGREGATION_KIND",
     "ARM_API_VERSION",
     "ARM_RESOURCE_TYPE",
+    "ArmBatch",
+    "ArmBatcher",
     "ArmTemplateTooLargeError",
     "InvalidRuleError",
     "iso8601_duration",
@@ -565,7 +568,15 @@ def render_arm_template(rules: Sequence[AnalyticRule]) -> str:
     _require_valid(rules)
     if len(rules) > MAX_ARM_RESOURCES:
         raise ArmTemplateTooLargeError(f"{len(rules)} rules; one ARM template holds {MAX_ARM_RESOURCES}")
-    template = {
+    text = _arm_template([_arm_resource_text(rule) for rule in rules])
+    if len(text) > MAX_ARM_TEMPLATE_BYTES:
+        raise ArmTemplateTooLargeError(f"template is {len(text):,} bytes; ARM allows 4 MB")
+    return text
+
+
+_RESOURCES_MARK = "FOXHUNT-RESOURCES"
+_ARM_HEAD, _ARM_TAIL = json.dumps(
+    {
         "$schema": ARM_SCHEMA,
         "contentVersion": "1.0.0.0",
         "parameters": {
@@ -574,9 +585,74 @@ def render_arm_template(rules: Sequence[AnalyticRule]) -> str:
                 "metadata": {"description": "Name of the Log Analytics workspace Microsoft Sentinel runs on"},
             }
         },
-        "resources": [_arm_resource(rule) for rule in rules],
-    }
-    text = json.dumps(template, indent=2) + "\n"
-    if len(text.encode()) > MAX_ARM_TEMPLATE_BYTES:
-        raise ArmTemplateTooLargeError(f"template is {len(text.encode()):,} bytes; ARM allows 4 MB")
-    return text
+        "resources": [_RESOURCES_MARK],
+    },
+    indent=2,
+).split(f'    "{_RESOURCES_MARK}"')
+
+
+def _arm_resource_text(rule: AnalyticRule) -> str:
+    """The rule's resource exactly as `json.dumps(template, indent=2)` writes it inside "resources"
+    (ASCII only, so its length is its size in bytes)."""
+    return "    " + json.dumps(_arm_resource(rule), indent=2).replace("\n", "\n    ")
+
+
+def _arm_template(resources: Sequence[str]) -> str:
+    """The deployment template around resource texts from `_arm_resource_text`."""
+    if not resources:
+        return _ARM_HEAD.rstrip("\n ") + "]" + _ARM_TAIL.lstrip("\n ").removeprefix("]") + "\n"
+    return _ARM_HEAD + ",\n".join(resources) + _ARM_TAIL + "\n"
+
+
+# Bytes a template grows by beyond the resource text: for its first resource, and for each later one.
+_FIRST_OVERHEAD = len(_arm_template(["x"])) - len(_arm_template([])) - 1
+_JOIN_OVERHEAD = len(_arm_template(["x", "x"])) - len(_arm_template(["x"])) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ArmBatch:
+    """One finished ARM deployment template and what its rules hunt."""
+
+    text: str
+    rules: int
+    ioc_types: tuple[str, ...]
+
+
+class ArmBatcher:
+    """Streams analytics rules into consecutive ARM templates that each stay within ARM's limits
+    (800 resources, 4 MB), rendering every rule once. Rules must already be valid (`validate_rule`;
+    `render_rule_yaml` checks that); a rule id seen twice raises `InvalidRuleError`."""
+
+    def __init__(self) -> None:
+        self._resources: list[str] = []
+        self._ioc_types: set[str] = set()
+        self._size = len(_arm_template([]))
+        self._ids: set[str] = set()
+
+    def add(self, rule: AnalyticRule) -> ArmBatch | None:
+        """Queue `rule`; returns the previous template when `rule` no longer fits in it."""
+        if rule.id in self._ids:
+            raise InvalidRuleError([f"{rule.id}: more than one rule has this id"])
+        self._ids.add(rule.id)
+        text = _arm_resource_text(rule)
+        added = len(text) + (_JOIN_OVERHEAD if self._resources else _FIRST_OVERHEAD)
+        finished = None
+        if self._resources and (
+            len(self._resources) >= MAX_ARM_RESOURCES or self._size + added > MAX_ARM_TEMPLATE_BYTES
+        ):
+            finished = self.finish()
+            added = len(text) + _FIRST_OVERHEAD
+        if self._size + added > MAX_ARM_TEMPLATE_BYTES:
+            raise ArmTemplateTooLargeError(f"rule {rule.id} alone is {len(text):,} bytes; ARM allows 4 MB")
+        self._resources.append(text)
+        self._ioc_types.update(rule.ioc_types)
+        self._size += added
+        return finished
+
+    def finish(self) -> ArmBatch | None:
+        """The template of the rules queued since the last one, if any."""
+        if not self._resources:
+            return None
+        batch = ArmBatch(_arm_template(self._resources), len(self._resources), tuple(sorted(self._ioc_types)))
+        self._resources, self._ioc_types, self._size = [], set(), len(_arm_template([]))
+        return batch
