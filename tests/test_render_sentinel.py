@@ -515,9 +515,34 @@ def test_renderers_refuse_an_invalid_rule() -> None:
     assert isinstance(arm_error.value, ValueError)
 
 
-def test_fast_literal_blocks_give_the_bytes_pyyaml_gives(monkeypatch) -> None:
-    """render_rule_yaml writes simple query and description blocks itself (PyYAML's emitter is slow on
-    10k-character queries); the output must stay byte-identical to PyYAML's own."""
+def _pyyaml_document(rule: AnalyticRule) -> str:
+    """The rule as one PyYAML dump of the whole document: the bytes render_rule_yaml must give."""
+    from foxhunt.render import sentinel
+
+    document: dict[str, Any] = {
+        "id": rule.id, "name": rule.name, "description": sentinel._Block(rule.description),
+        "severity": rule.severity,
+        "requiredDataConnectors": [{"connectorId": c.connector_id, "dataTypes": list(c.data_types)} for c in rule.connectors],
+        "queryFrequency": rule.query_frequency, "queryPeriod": rule.query_period,
+        "triggerOperator": rule.trigger_operator, "triggerThreshold": rule.trigger_threshold,
+        "tactics": list(rule.tactics), "relevantTechniques": list(rule.techniques),
+    }  # fmt: skip
+    if rule.tags:
+        document["tags"] = list(rule.tags)
+    document["query"] = sentinel._Block(rule.query)
+    document["entityMappings"] = sentinel._entity_mappings(rule.entity_mappings)
+    if rule.custom_details:
+        document["customDetails"] = dict(rule.custom_details)
+    document |= {"eventGroupingSettings": {"aggregationKind": AGGREGATION_KIND}, "version": rule.version,
+                 "kind": "Scheduled"}  # fmt: skip
+    return yaml.dump(
+        document, Dumper=sentinel._RuleDumper, sort_keys=False, allow_unicode=True, width=1 << 16
+    )
+
+
+def test_rule_yaml_is_byte_identical_to_one_pyyaml_dump_of_the_document() -> None:
+    """render_rule_yaml writes query and description blocks itself and caches the parts that repeat
+    across rules (PyYAML's emitter is slow); the bytes must stay those of one PyYAML dump."""
     from foxhunt.feeds import read_feeds
     from foxhunt.render import sentinel
     from foxhunt.rules.families import group_families
@@ -525,8 +550,13 @@ def test_fast_literal_blocks_give_the_bytes_pyyaml_gives(monkeypatch) -> None:
 
     bundled = Path(__file__).resolve().parents[1] / "src" / "foxhunt" / "data" / "threatfox-2022-02-20.json"
     rules = [r for f in group_families(read_feeds([bundled]).iocs) for r in plan_family(f).analytics]
-    fast = [sentinel.render_rule_yaml(r) for r in rules]
-    taken = sum(1 for r in rules if sentinel._literal_block(r.query, "  "))
-    assert taken == len(rules)  # the fast path is taken for every query foxhunt writes
-    monkeypatch.setattr(sentinel, "_literal_block", lambda text, indent: None)
-    assert [sentinel.render_rule_yaml(r) for r in rules] == fast
+    assert all(
+        sentinel._literal_block(r.query, "  ") for r in rules
+    )  # the fast path, for every query foxhunt writes
+    odd = [
+        make_rule(name="Family: with # signs and 'quotes' — ünïcode", tags=("a: b", "#c")),
+        make_rule(query=QUERY + "\n\n"),  # a kept-newline block: PyYAML's own path
+        make_rule(description="Trailing space \nand a\ttab", custom_details=()),
+    ]
+    for rule in [*rules, *odd]:
+        assert sentinel.render_rule_yaml(rule) == _pyyaml_document(rule), rule.name

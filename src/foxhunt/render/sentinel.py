@@ -11,6 +11,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -455,13 +456,14 @@ _RuleDumper.add_representer(_Block, _represent_block)
 def render_rule_yaml(rule: AnalyticRule) -> str:
     """One scheduled analytics rule in the Azure-Sentinel repository's detection YAML schema."""
     _require_valid([rule])
-    document: dict[str, Any] = {
-        "id": rule.id,
-        "name": rule.name,
-        "description": _DESCRIPTION_MARK
-        if (description := _literal_block(rule.description, "  "))
-        else _Block(rule.description),
-        "severity": rule.severity,
+    description = _literal_block(rule.description, "  ")
+    head = _yaml(
+        {"id": rule.id, "name": rule.name,
+         "description": _DESCRIPTION_MARK if description else _Block(rule.description), "severity": rule.severity}
+    )  # fmt: skip
+    if description:
+        head = head.replace(f"description: {_DESCRIPTION_MARK}\n", f"description: {description}", 1)
+    schedule: dict[str, Any] = {
         "requiredDataConnectors": [
             {"connectorId": c.connector_id, "dataTypes": list(c.data_types)} for c in rule.connectors
         ],
@@ -473,19 +475,30 @@ def render_rule_yaml(rule: AnalyticRule) -> str:
         "relevantTechniques": list(rule.techniques),
     }
     if rule.tags:
-        document["tags"] = list(rule.tags)
-    fast = _literal_block(rule.query, indent="  ")
-    document["query"] = _QUERY_MARK if fast is not None else _Block(rule.query)
-    document["entityMappings"] = _entity_mappings(rule.entity_mappings)
+        schedule["tags"] = list(rule.tags)
+    tail: dict[str, Any] = {"entityMappings": _entity_mappings(rule.entity_mappings)}
     if rule.custom_details:
-        document["customDetails"] = dict(rule.custom_details)
-    document["eventGroupingSettings"] = {"aggregationKind": AGGREGATION_KIND}
-    document["version"] = rule.version
-    document["kind"] = "Scheduled"
-    text = yaml.dump(document, Dumper=_RuleDumper, sort_keys=False, allow_unicode=True, width=1 << 16)
-    if description:
-        text = text.replace(f"description: {_DESCRIPTION_MARK}\n", f"description: {description}", 1)
-    return text.replace(f"query: {_QUERY_MARK}\n", f"query: {fast}", 1) if fast is not None else text
+        tail["customDetails"] = dict(rule.custom_details)
+    tail["eventGroupingSettings"] = {"aggregationKind": AGGREGATION_KIND}
+    tail["version"] = rule.version
+    tail["kind"] = "Scheduled"
+    head += _repeated_yaml(json.dumps(schedule))
+    fast = _literal_block(rule.query, indent="  ")
+    if fast is None:  # not alone: a kept-newline block ends the document with "..." when it comes last
+        return head + _yaml({"query": _Block(rule.query), **tail})
+    return head + f"query: {fast}" + _repeated_yaml(json.dumps(tail))
+
+
+def _yaml(mapping: dict[str, Any]) -> str:
+    """`mapping` as top-level block YAML. Top-level keys are written independently of each other, so
+    the concatenation of several such mappings is the YAML of their union, byte for byte."""
+    return yaml.dump(mapping, Dumper=_RuleDumper, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+@functools.lru_cache(maxsize=1024)
+def _repeated_yaml(mapping_json: str) -> str:
+    """`_yaml` of parts that repeat across rules (connectors, schedule, entity mappings), by JSON text."""
+    return _yaml(json.loads(mapping_json))
 
 
 _QUERY_MARK, _DESCRIPTION_MARK = "FOXHUNT-QUERY-BLOCK", "FOXHUNT-DESCRIPTION-BLOCK"
