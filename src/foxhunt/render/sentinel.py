@@ -502,22 +502,24 @@ def _repeated_yaml(mapping_json: str) -> str:
 
 
 _QUERY_MARK, _DESCRIPTION_MARK = "FOXHUNT-QUERY-BLOCK", "FOXHUNT-DESCRIPTION-BLOCK"
-_PLAIN_LINE = re.compile(r"[^\t\r\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]*")
+_PLAIN_LINE = re.compile(
+    r"[^\t\r\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u2028\u2029]*"
+)  # PyYAML breaks lines at U+2028/9
 
 
 def _literal_block(text: str, indent: str) -> str | None:
-    """`text` as a YAML literal block scalar, written directly: the bytes PyYAML's emitter writes for a
-    query (one trailing newline, no blank or tab-holding lines, no trailing spaces, no leading space on the first line), without its slow
-    character-by-character scan. None when the text is not of that simple shape."""
-    if not text.endswith("\n") or text.endswith("\n\n"):
-        return None
-    lines = text[:-1].split("\n")
+    """`text` as a YAML literal block scalar, written directly: the bytes PyYAML's emitter writes (`|`,
+    or `|-` without a trailing newline), without its slow character-by-character scan. None when the
+    text is not of the simple shape this covers: no blank or tab-holding lines, no trailing spaces, no
+    leading space on the first line, at most one trailing newline."""
+    chomp = "" if text.endswith("\n") else "-"
+    lines = text.removesuffix("\n").split("\n")
     if lines[0].startswith(" "):  # would need an indentation indicator
         return None
     for line in lines:
         if not line or line.endswith(" ") or not _PLAIN_LINE.fullmatch(line):
             return None
-    return "|\n" + "".join(f"{indent}{line}\n" for line in lines)
+    return f"|{chomp}\n" + "".join(f"{indent}{line}\n" for line in lines)
 
 
 # --- ARM deployment template ---------------------------------------------------------------------
