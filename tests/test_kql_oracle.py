@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
+from foxhunt.matching.kql import kql_string
 from kusto_oracle import (
     PLATFORMS,
     REPO_ROOT,
@@ -247,3 +248,13 @@ def test_shipped_schemas_match_shared() -> None:
     assert sorted(shipped) == sorted(shared)
     differ = [name for name in shared if shipped[name] != shared[name]]
     assert differ == [], f"schemas differ from {SHARED_SCHEMAS}: {differ}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["evil.example.com", 'a"b', "back\\slash", "tab\there", "new\nline", "ünïcode.example", "\x7f\u2028"],
+)
+def test_kql_string_literals_parse_and_keep_the_value(kql_oracle: KqlOracle, value: str) -> None:
+    literal = kql_string(value)
+    assert json.loads(literal) == value  # KQL reads JSON's escapes the same way
+    assert kql_oracle.check([("q", f"DnsEvents | where Name == {literal}")]) == {"q": []}

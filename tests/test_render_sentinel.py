@@ -558,6 +558,8 @@ def test_rule_yaml_is_byte_identical_to_one_pyyaml_dump_of_the_document() -> Non
         make_rule(query=QUERY + "\n\n"),  # a kept-newline block: PyYAML's own path
         make_rule(description="Trailing space \nand a\ttab", custom_details=()),
         make_rule(description="One line, no newline"),
+        make_rule(name="yes", tags=("No", "null", "x y", "a -b", "trailing ")),
+        make_rule(name="Name, with (parens) / slash - dash + plus", tags=("y", "Off")),
         make_rule(description="A line separator\u2028inside", query=QUERY + "| where Name != 'a\u2029b'\n"),
     ]
     for rule in [*rules, *odd]:

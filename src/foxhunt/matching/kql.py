@@ -9,6 +9,7 @@ its time column, then per matched column i a value `_v<i>` and a match `_m<i>` (
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -38,8 +39,12 @@ LIST_NAMES = {
 }
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029]')
+
+
 def kql_string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """A double-quoted KQL string literal (JSON escapes, which KQL reads the same)."""
+    return json.dumps(value, ensure_ascii=False) if _NEEDS_ESCAPE.search(value) else f'"{value}"'
 
 
 def kql_regex(pattern: str) -> str:

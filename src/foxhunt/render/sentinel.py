@@ -457,12 +457,9 @@ def render_rule_yaml(rule: AnalyticRule) -> str:
     """One scheduled analytics rule in the Azure-Sentinel repository's detection YAML schema."""
     _require_valid([rule])
     description = _literal_block(rule.description, "  ")
-    head = _yaml(
-        {"id": rule.id, "name": rule.name,
-         "description": _DESCRIPTION_MARK if description else _Block(rule.description), "severity": rule.severity}
-    )  # fmt: skip
-    if description:
-        head = head.replace(f"description: {_DESCRIPTION_MARK}\n", f"description: {description}", 1)
+    head = _scalar_yaml("id", rule.id) + _scalar_yaml("name", rule.name)
+    head += f"description: {description}" if description else _yaml({"description": _Block(rule.description)})
+    head += _scalar_yaml("severity", rule.severity)
     schedule: dict[str, Any] = {
         "requiredDataConnectors": [
             {"connectorId": c.connector_id, "dataTypes": list(c.data_types)} for c in rule.connectors
@@ -474,8 +471,6 @@ def render_rule_yaml(rule: AnalyticRule) -> str:
         "tactics": list(rule.tactics),
         "relevantTechniques": list(rule.techniques),
     }
-    if rule.tags:
-        schedule["tags"] = list(rule.tags)
     tail: dict[str, Any] = {"entityMappings": _entity_mappings(rule.entity_mappings)}
     if rule.custom_details:
         tail["customDetails"] = dict(rule.custom_details)
@@ -483,6 +478,13 @@ def render_rule_yaml(rule: AnalyticRule) -> str:
     tail["version"] = rule.version
     tail["kind"] = "Scheduled"
     head += _repeated_yaml(json.dumps(schedule))
+    if rule.tags:
+        plain = all(_PLAIN_SCALAR.fullmatch(tag) for tag in rule.tags)
+        head += (
+            "tags:\n" + "".join(f"  - {t}\n" for t in rule.tags)
+            if plain
+            else _yaml({"tags": list(rule.tags)})
+        )
     fast = _literal_block(rule.query, indent="  ")
     if fast is None:  # not alone: a kept-newline block ends the document with "..." when it comes last
         return head + _yaml({"query": _Block(rule.query), **tail})
@@ -493,6 +495,18 @@ def _yaml(mapping: dict[str, Any]) -> str:
     """`mapping` as top-level block YAML. Top-level keys are written independently of each other, so
     the concatenation of several such mappings is the YAML of their union, byte for byte."""
     return yaml.dump(mapping, Dumper=_RuleDumper, sort_keys=False, allow_unicode=True, width=1 << 16)
+
+
+# Strings PyYAML writes as they are (plain): ASCII letters first, no ": " or " #", no YAML 1.1 bool or null.
+_PLAIN_SCALAR = re.compile(
+    r"(?!(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|null|Null|NULL)$)"
+    r"[A-Za-z][A-Za-z0-9 _.,()/+-]*(?<! )"
+)
+
+
+def _scalar_yaml(key: str, value: str) -> str:
+    """`key: value` as `_yaml` writes it, without PyYAML for the common plain strings."""
+    return f"{key}: {value}\n" if _PLAIN_SCALAR.fullmatch(value) else _yaml({key: value})
 
 
 @functools.lru_cache(maxsize=1024)
