@@ -362,6 +362,25 @@ def test_arm_refuses_more_than_one_template_can_hold() -> None:
         render_arm_template(big)
 
 
+def test_arm_template_is_byte_identical_to_one_json_dump_of_the_template() -> None:
+    """Resources are rendered from a cached layout with the rule's strings put in; the bytes must be
+    those of json.dumps(template, indent=2)."""
+    from foxhunt.render import sentinel
+
+    odd = [
+        make_rule(name="[starts and ends with a bracket]", description='Quotes " and \\ and ünïcode'),
+        make_rule(id="9a4d2c1e-7f3b-5e6a-b8d9-0c1e2f3a4b5c", query=QUERY + '| extend x = "FOXHUNT-QUERY"\n'),
+    ]
+    template = {
+        "$schema": sentinel.ARM_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": {"workspace": {"type": "string", "metadata": {
+            "description": "Name of the Log Analytics workspace Microsoft Sentinel runs on"}}},
+        "resources": [sentinel._arm_resource(rule) for rule in odd],
+    }  # fmt: skip
+    assert render_arm_template(odd) == json.dumps(template, indent=2) + "\n"
+
+
 def _batch_all(rules: list[AnalyticRule]) -> list[ArmBatch]:
     batcher = ArmBatcher()
     batches = [batch for rule in rules if (batch := batcher.add(rule))]

@@ -11,6 +11,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -620,10 +621,31 @@ _ARM_HEAD, _ARM_TAIL = json.dumps(
 ).split(f'    "{_RESOURCES_MARK}"')
 
 
+_ARM_TEXT_MARKS = {
+    "name": '"FOXHUNT-NAME"',
+    "description": '"FOXHUNT-DESCRIPTION"',
+    "query": '"FOXHUNT-QUERY"',
+}
+_ARM_ID_MARK = "FOXHUNT-ID"
+
+
 def _arm_resource_text(rule: AnalyticRule) -> str:
     """The rule's resource exactly as `json.dumps(template, indent=2)` writes it inside "resources"
-    (ASCII only, so its length is its size in bytes)."""
-    return "    " + json.dumps(_arm_resource(rule), indent=2).replace("\n", "\n    ")
+    (ASCII only, so its length is its size in bytes). The indented layout of what rules share is
+    cached; the rule's own strings go in through json's C encoder (escaped, so no mark can appear in them)."""
+    shape = dataclasses.replace(
+        rule, id=_ARM_ID_MARK, **{field: mark.strip('"') for field, mark in _ARM_TEXT_MARKS.items()}
+    )
+    text = _arm_shape_text(json.dumps(_arm_resource(shape))).replace(_ARM_ID_MARK, rule.id, 1)
+    for field, mark in _ARM_TEXT_MARKS.items():
+        text = text.replace(mark, json.dumps(_arm_literal(getattr(rule, field))), 1)
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _arm_shape_text(resource_json: str) -> str:
+    """The indented text of a resource given as compact JSON."""
+    return "    " + json.dumps(json.loads(resource_json), indent=2).replace("\n", "\n    ")
 
 
 def _arm_template(resources: Sequence[str]) -> str:
