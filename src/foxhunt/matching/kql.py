@@ -8,6 +8,7 @@ its time column, then per matched column i a value `_v<i>` and a match `_m<i>` (
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,13 +61,20 @@ class ListSource:
 
     def let(self, name: str, values: Sequence[str]) -> str:
         if not self.watchlists:
-            return f"let {name} = dynamic([{', '.join(kql_string(v) for v in values)}]);"
+            return f"let {name} = {_dynamic_list(tuple(values))};"
         sources = ", ".join(f"_GetWatchlist({kql_string(alias)})" for alias in self.watchlists)
         rows = sources if len(self.watchlists) == 1 else f"union {sources}"
         return f'let {name} = toscalar({rows} | where Kind == "{name}" | summarize make_set(SearchKey));'
 
 
 INLINE = ListSource()
+
+
+@functools.lru_cache(maxsize=64)
+def _dynamic_list(values: tuple[str, ...]) -> str:
+    """A KQL dynamic array of string literals; cached, since a family's lists recur in the query of
+    every table and platform."""
+    return f"dynamic([{', '.join(kql_string(v) for v in values)}])"
 
 
 @dataclass(slots=True)

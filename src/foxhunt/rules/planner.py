@@ -7,6 +7,7 @@ watchlist and one query per table and variant reads it with `_GetWatchlist`.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -265,6 +266,19 @@ def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyP
     return plan
 
 
+def _cached_lists(variant: Variant, iocs: list[Ioc]) -> dict[str, list[str]]:
+    """`ioc_lists`, computed once when the same chunk (the same IOC objects) recurs for the next table."""
+    cached = _LAST_LISTS.get(variant.name)
+    if cached and len(cached[0]) == len(iocs) and all(map(operator.is_, cached[0], iocs)):
+        return cached[1]
+    lists = ioc_lists(variant, iocs)
+    _LAST_LISTS[variant.name] = (list(iocs), lists)
+    return lists
+
+
+_LAST_LISTS: dict[str, tuple[list[Ioc], dict[str, list[str]]]] = {}
+
+
 def _add_queries(
     plan: FamilyPlan,
     table: Table,
@@ -277,7 +291,7 @@ def _add_queries(
 ) -> None:
     family = plan.family
     types = tuple(sorted({i.ioc_type.value for i in iocs}))
-    lists = ioc_lists(variant, iocs)
+    lists = _cached_lists(variant, iocs)
     exclusions = table_exclusions(options, table)
     header = [
         f"foxhunt | {family.name} | {variant.title} IOCs in {table.name}{part}",
