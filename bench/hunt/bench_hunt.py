@@ -124,6 +124,24 @@ def table(steps: list[Step]) -> str:
     return "\n".join(lines)
 
 
+def rss_curve(steps: list[Step]) -> str:
+    """Peak RSS of the hunt and of the bare scan per log size (streaming: the hunt grows as the scan)."""
+    lines = [
+        "| scenario | records | hunt peak RSS MB | bare scan peak RSS MB | hunt - bare MB | hunt x bare scan |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    last: dict[tuple[str, int], dict[str, Step]] = {}
+    for s in steps:  # a point run twice: the later run
+        last.setdefault((s.scenario, s.records), {})[s.step] = s
+    for (scenario, records), point in last.items():
+        hunt, bare = point["foxhunt hunt"], point["bare DuckDB scan"]
+        lines.append(
+            f"| {scenario} | {records:,} | {hunt.rss_mb:.0f} | {bare.rss_mb:.0f} | "
+            f"{hunt.rss_mb - bare.rss_mb:.0f} | {hunt.ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,6 +171,7 @@ def main() -> None:
             steps += point
             print(table(point), file=sys.stderr, flush=True)
     print(table(steps))
+    print("\n" + rss_curve(steps))
     (args.out / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
         json.dumps([asdict(s) for s in steps], indent=1), encoding="utf-8"
     )

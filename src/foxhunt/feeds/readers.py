@@ -22,6 +22,7 @@ from foxhunt.feeds.records import (
     FIELD_ORDER,
     FieldNames,
     has_undecodable,
+    plain_types,
     reject,
     to_ioc,
     undecodable_field,
@@ -230,8 +231,8 @@ def _records_to_iocs(
         if not isinstance(record, dict):
             yield reject(source, number, f"record is not a JSON object: {type(record).__name__}")
             continue
-        values = [record.get(name) for name in names]
-        if problem := wrong_type(names, values):
+        values = list(map(record.get, names))
+        if not plain_types(values) and (problem := wrong_type(names, values)):
             yield reject(source, number, problem, _value_text(values[VALUE_POSITION]))
         elif undecodable and (bad := undecodable_field(names, values)):
             yield reject(source, number, UNDECODABLE.format(bad), _value_text(values[VALUE_POSITION]))

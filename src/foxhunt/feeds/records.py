@@ -119,10 +119,20 @@ def text(raw: object) -> str | None:
     return None if value in MISSING_TEXT else value
 
 
+_SHARED: dict[object, str | None] = {}
+SHARED_CACHE_SIZE = 65536  # distinct raw strings remembered by shared_text
+
+
 def shared_text(raw: object) -> str | None:
-    """`text`, interned: family, reporter and threat type repeat on millions of rows."""
+    """`text`, interned: family, reporter and threat type repeat on millions of rows (so the result
+    for a raw string is remembered, up to SHARED_CACHE_SIZE of them)."""
+    if type(raw) is str and (value := _SHARED.get(raw, _SHARED)) is not _SHARED:
+        return value
     value = text(raw)
-    return value and sys.intern(value)
+    value = value and sys.intern(value)
+    if type(raw) is str and len(_SHARED) < SHARED_CACHE_SIZE:
+        _SHARED[raw] = value
+    return value
 
 
 @lru_cache(maxsize=8192)
@@ -155,6 +165,21 @@ def wrong_type(names: Sequence[str | None], values: Sequence[object]) -> str | N
         elif isinstance(value, bool) or not isinstance(value, int | float):
             return f"field {name} must be a string or number"
     return None
+
+
+_SCALAR_TYPES = frozenset({type(None), str, int, float})
+_LIST_TYPES = frozenset({type(None), str, list})
+_ANY_TYPES = frozenset({type(None), str, int, float, bool, list, dict})  # confidence: parse_confidence checks
+FIELD_TYPES = tuple(
+    _ANY_TYPES if name == "confidence" else _LIST_TYPES if name in LIST_FIELDS else _SCALAR_TYPES
+    for name in FIELD_ORDER
+)
+
+
+def plain_types(values: Sequence[object]) -> bool:
+    """True when `wrong_type` certainly finds nothing (each value's exact type is fine for its field);
+    a C-level check, so a record costs no Python loop over its fields."""
+    return all(map(frozenset.__contains__, FIELD_TYPES, map(type, values)))
 
 
 def parse_ioc_type(raw: object) -> IocType:
@@ -209,6 +234,14 @@ def parse_time(raw: object, field_name: str) -> datetime | None:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
+IOC_FIELDS = (
+    "ioc_type", "value", "malware", "malware_printable", "threat_type", "confidence", "first_seen",
+    "last_seen", "threatfox_id", "malware_alias", "malpedia", "reporter", "reference", "tags", "source",
+)  # fmt: skip
+if tuple(f.name for f in fields(Ioc)) != IOC_FIELDS:  # to_ioc builds an Ioc positionally
+    raise ImportError("foxhunt.model.Ioc's fields changed: update IOC_FIELDS and to_ioc")
+
+
 def to_ioc(values: Sequence[object], source: str, number: int) -> Ioc | Reject:
     """Validate and normalise one record given as its raw values in `FIELD_ORDER`; `number` is its
     1-based position in `source`."""
@@ -222,22 +255,22 @@ def to_ioc(values: Sequence[object], source: str, number: int) -> Ioc | Reject:
             raise RecordError("missing ioc value")
         ioc_type = parse_ioc_type(type_name)
         family = shared_text(malware) or UNKNOWN_MALWARE
-        return Ioc(
-            ioc_type=ioc_type,
-            value=normalize_ioc(value, ioc_type),
-            malware=family,
-            malware_printable=shared_text(malware_printable) or family,
-            threat_type=shared_text(threat_type) or "",
-            confidence=parse_confidence(confidence),
-            first_seen=parse_time(first_seen, "first_seen"),
-            last_seen=parse_time(last_seen, "last_seen"),
-            threatfox_id=text(threatfox_id),
-            malware_alias=string_list(malware_alias),
-            malpedia=shared_text(malpedia),
-            reporter=shared_text(reporter),
-            reference=text(reference),
-            tags=string_list(tags),
-            source=source,
+        return Ioc(  # positional, in the order of Ioc's fields: a keyword call costs more per IOC
+            ioc_type,  # ioc_type
+            normalize_ioc(value, ioc_type),  # value
+            family,  # malware
+            shared_text(malware_printable) or family,  # malware_printable
+            shared_text(threat_type) or "",  # threat_type
+            parse_confidence(confidence),  # confidence
+            parse_time(first_seen, "first_seen"),  # first_seen
+            parse_time(last_seen, "last_seen"),  # last_seen
+            text(threatfox_id),  # threatfox_id
+            string_list(malware_alias),  # malware_alias
+            shared_text(malpedia),  # malpedia
+            shared_text(reporter),  # reporter
+            text(reference),  # reference
+            string_list(tags),  # tags
+            source,  # source
         )
     except (RecordError, InvalidIoc) as exc:
         return reject(source, number, str(exc), value or "")

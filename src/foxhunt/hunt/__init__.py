@@ -11,13 +11,15 @@ from pathlib import Path
 
 import duckdb
 
+from foxhunt.feeds import cyclic_gc_paused
 from foxhunt.hunt.sources import LogError, LogReader, LogSource, new_workdir
-from foxhunt.hunt.sql import HASH_TABLES, compile_hunt
+from foxhunt.hunt.sql import HASH_TABLES, compile_hunt, gate_condition, gate_tables
 from foxhunt.matching import semantics
 from foxhunt.matching.variants import VARIANTS
 from foxhunt.model import Ioc, IocType, Reject
-from foxhunt.rules.families import group_families
-from foxhunt.rules.planner import plan_chunks, stable_id
+from foxhunt.normalize import domain_unicode_form
+from foxhunt.rules.families import Family, group_families
+from foxhunt.rules.planner import certain_watchlist_queries, plan_chunks, stable_id
 from foxhunt.vetting.allowlist import Allowlist
 
 __all__ = ["Hit", "HuntResult", "LogError", "hunt"]
@@ -64,34 +66,45 @@ def _bulk_table(
     )
 
 
+LIST_OF_TYPE = {IocType.URL: "ioc_url_paths", **HASH_TABLES}  # a URL with a query: ioc_urls
+KIND_OF_TYPE = {IocType.URL: "url", IocType.MD5: "hash", IocType.SHA1: "hash", IocType.SHA256: "hash"}
+
+
 def _load_iocs(con: duckdb.DuckDBPyConnection, workdir: Path, iocs: Sequence[Ioc]) -> None:
-    """The IOC lists as tables, and `ioc_meta(kind, key, n)` to trace a match back to its IOCs."""
-    lists: dict[str, set[str]] = {
-        name: set() for name in ("ioc_endpoints", "ioc_ips", "ioc_urls", "ioc_url_paths")
-    }
-    lists |= {name: set() for name in HASH_TABLES.values()}
-    domains: set[tuple[str, int]] = set()
-    meta: list[tuple[str, str, int]] = []
+    """The IOC lists as tables, and `ioc_meta(kind, key, n)` to trace a match back to its IOCs.
+
+    Python writes one row per (IOC, compared value) into one CSV file; DuckDB loads it once and derives
+    every list from it (distinct values), which costs far less than building the sets in Python."""
+    rows: list[tuple[str, str, int, str]] = []  # kind (ioc_meta), key, n, list table
+    add = rows.append
     for n, ioc in enumerate(iocs):
-        if ioc.ioc_type is IocType.IP_PORT:
-            ip = semantics.ip_of(ioc)
-            lists["ioc_endpoints"].add(ioc.value)
-            lists["ioc_ips"].add(ip)
-            meta += [("endpoint", ioc.value, n), ("ip", ip, n)]
-        elif ioc.ioc_type is IocType.DOMAIN:
-            for name in semantics.DomainSet.of([ioc]).names:
-                domains.add((name, name.count(".") + 1))
-                meta.append(("domain", name, n))
-        elif ioc.ioc_type is IocType.URL:
-            lists["ioc_urls" if "?" in ioc.value else "ioc_url_paths"].add(ioc.value)
-            meta.append(("url", ioc.value, n))
+        ioc_type, value = ioc.ioc_type, ioc.value
+        if ioc_type is IocType.IP_PORT:
+            add(("endpoint", value, n, "ioc_endpoints"))
+            add(("ip", semantics.ip_of(ioc), n, "ioc_ips"))
+        elif ioc_type is IocType.DOMAIN:  # semantics.DomainSet's names, without an object per IOC
+            add(("domain", value, n, "ioc_domains"))
+            if "xn--" in value and (unicode := domain_unicode_form(value)):
+                add(("domain", unicode, n, "ioc_domains"))
+        elif ioc_type is IocType.URL and "?" in value:
+            add(("url", value, n, "ioc_urls"))
         else:
-            lists[HASH_TABLES[ioc.ioc_type]].add(ioc.value)
-            meta.append(("hash", ioc.value, n))
-    for name, values in lists.items():  # unsorted: every query orders its result itself
-        _bulk_table(con, workdir, name, "value VARCHAR", ((v,) for v in values))
-    _bulk_table(con, workdir, "ioc_domains", "value VARCHAR, labels INTEGER", domains)
-    _bulk_table(con, workdir, "ioc_meta", "kind VARCHAR, key VARCHAR, n INTEGER", meta)
+            add((KIND_OF_TYPE[ioc_type], value, n, LIST_OF_TYPE[ioc_type]))
+    _bulk_table(con, workdir, "ioc_rows", "kind VARCHAR, key VARCHAR, n INTEGER, list VARCHAR", rows)
+    del rows
+    con.execute("CREATE TEMP TABLE ioc_meta AS SELECT kind, key, n FROM ioc_rows")
+    for name in ("ioc_endpoints", "ioc_ips", "ioc_urls", "ioc_url_paths", *HASH_TABLES.values()):
+        con.execute(
+            f"CREATE TEMP TABLE {name} AS SELECT DISTINCT key AS value FROM ioc_rows WHERE list = '{name}'"
+        )
+    con.execute(  # labels: the name's dots plus one
+        "CREATE TEMP TABLE ioc_domains AS SELECT DISTINCT key AS value, "
+        "CAST(length(key) - length(replace(key, '.', '')) + 1 AS INTEGER) AS labels "
+        "FROM ioc_rows WHERE list = 'ioc_domains'"
+    )
+    con.execute("DROP TABLE ioc_rows")
+    for statement in gate_tables():
+        con.execute(statement)
 
 
 MEMORY_LIMIT = "1GB"  # DuckDB spills to the work directory beyond this, so memory stays bounded
@@ -102,11 +115,27 @@ def _rule_ids(iocs: Sequence[Ioc], raw: Sequence[RawHit]) -> dict[tuple[str, str
     """(table, variant, ioc value) -> id of the pack's hunting query holding that IOC, for the hits in
     `raw` (their families planned exactly as `foxhunt build` plans them). Only the hits' keys are
     mapped: every table's chunks of a whole family would be millions of keys for a large feed."""
-    wanted = {(hit[0].table.name, hit[1], iocs[hit[-1]].value) for hit in raw}
-    pairs = {(table, variant) for table, variant, _ in wanted}
+    wanted: dict[str, set[tuple[str, str, str]]] = {}  # family -> its hits' keys
+    for hit in raw:
+        ioc = iocs[hit[-1]]
+        wanted.setdefault(ioc.malware, set()).add((hit[0].table.name, hit[1], ioc.value))
+    members: dict[str, list[Ioc]] = {malware: [] for malware in wanted}
+    for ioc in iocs:
+        if (group := members.get(ioc.malware)) is not None:
+            group.append(ioc)
     ids: dict[tuple[str, str, str], str] = {}
-    families = {iocs[hit[-1]].malware for hit in raw}
-    for family in group_families(i for i in iocs if i.malware in families):
+    rest: list[Ioc] = []
+    for malware, group in members.items():  # a certain watchlist: one query per (table, variant)
+        queries = certain_watchlist_queries(Family(malware, malware, "", (), None, tuple(group)))
+        if queries is None:
+            rest += group
+            continue
+        for table, variant, value in wanted[malware]:
+            if (table, variant) in queries:
+                ids[(table, variant, value)] = stable_id(malware, table, variant, "sentinel", "hunting")
+    for family in group_families(rest):  # the others exactly as plan_family splits them
+        keys = wanted[family.malware]
+        pairs = {(table, variant) for table, variant, _ in keys}
         _, chunked, _ = plan_chunks(family)
         for (table, variant), chunks in chunked.items():
             if (table, variant) not in pairs:
@@ -115,7 +144,7 @@ def _rule_ids(iocs: Sequence[Ioc], raw: Sequence[RawHit]) -> dict[tuple[str, str
                 name = variant if len(chunks) == 1 else f"{variant}-{number}"
                 query_id = stable_id(family.malware, table, name, "sentinel", "hunting")
                 for ioc in chunk:
-                    if (key := (table, variant, ioc.value)) in wanted:
+                    if (key := (table, variant, ioc.value)) in keys:
                         ids[key] = query_id
     return ids
 
@@ -215,12 +244,28 @@ def hunt(
     allowlist: Allowlist | None = None,
 ) -> HuntResult:
     """Hunt `iocs` in every log file; a file that cannot be read is reported and the others go on."""
+    with cyclic_gc_paused():  # rows per IOC would trigger full collections over every IOC
+        return _hunt(logs, iocs, table, since, until, progress, allowlist)
+
+
+def _hunt(
+    logs: Sequence[str],
+    iocs: Sequence[Ioc],
+    table: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    progress: Callable[[Sequence[str]], Iterable[str]] | None,
+    allowlist: Allowlist | None,
+) -> HuntResult:
     result = HuntResult()
     workdir = new_workdir()
     try:
         con = duckdb.connect(config={"temp_directory": str(workdir / "spill"), "memory_limit": MEMORY_LIMIT})
+        con.execute("SET enable_progress_bar = false")  # it prints on stdout, where the hits may go
+        con.execute("SET preserve_insertion_order = true")  # the default; the record numbers rely on it
         _load_iocs(con, workdir, iocs)
-        reader = LogReader(con, workdir)
+        present = {ioc.ioc_type for ioc in iocs}
+        reader = LogReader(con, workdir, lambda source: gate_condition(source.matchable_table(), present))
         sources: list[LogSource] = []
         for path in progress(logs) if progress else logs:
             try:

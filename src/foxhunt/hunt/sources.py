@@ -12,6 +12,7 @@ import gzip
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from foxhunt.model import Reject
 PORTAL_TIME = "%m/%d/%Y, %I:%M:%S.%g %p"  # "12/1/2026, 7:06:00.000 PM" (Log Analytics portal CSV)
 HEADER_SUFFIX = re.compile(r"\s*\[(UTC|Local Time|local time)\]$")
 SNIFF = 4096
+SHOWN_BAD_TIMES = 1000  # unreadable times reported per file
 
 
 class LogError(Exception):
@@ -133,10 +135,13 @@ def recognise(columns: list[str], path: str, forced: str | None) -> Table:
 class LogReader:
     """Creates the DuckDB views of log files on one connection."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, workdir: Path, gate: Callable[[LogSource], str] | None = None
+    ) -> None:
         self.con = con
         self.workdir = workdir
         self.count = 0
+        self.gate = gate or (lambda source: "true")  # which records the matching may need
 
     def open(self, path_text: str, forced_table: str | None = None) -> LogSource:
         path = Path(path_text)
@@ -175,17 +180,19 @@ class LogReader:
         return rejects, RecordMap(numbers)
 
     def _csv(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
-        source = (
-            f"read_csv({sql_string(str(path))}, header=true, all_varchar=true, store_rejects=true, "
-            "rejects_table='reject_errors', rejects_scan='reject_scans', null_padding=false, "
-            "strict_mode=true, max_line_size=4194304)"
+        options = (
+            "header=true, store_rejects=true, rejects_table='reject_errors', rejects_scan='reject_scans', "
+            "null_padding=false, strict_mode=true, max_line_size=4194304"
         )
-        columns = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
-        self.con.execute(
-            f"CREATE TEMP TABLE {view}_raw AS SELECT row_number() OVER () AS _row, * FROM {source}"
+        sniffed = f"read_csv({sql_string(str(path))}, all_varchar=true, {options})"
+        columns = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {sniffed}").fetchall()]
+        # the dialect is still sniffed (a sample), the columns are given: no type detection
+        spec = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in columns) + "}"
+        source = f"read_csv({sql_string(str(path))}, columns={spec}, {options})"
+        raw = f"(SELECT row_number() OVER () AS _row, * FROM {source})"
+        return self._finish(
+            path_text, view, raw, columns, forced, lambda: self._rejects_from_scan(path_text, 1)
         )
-        rejects, records = self._rejects_from_scan(path_text, offset=1)
-        return self._finish(path_text, view, f"{view}_raw", columns, forced, rejects, records)
 
     def _zeek(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
         opener = gzip.open if _head_is_gzip(path) else open
@@ -205,21 +212,18 @@ class LogReader:
             f"columns={columns_spec}, store_rejects=true, rejects_table='reject_errors', "
             "rejects_scan='reject_scans', strict_mode=true)"
         )
-        self.con.execute(
-            f"CREATE TEMP TABLE {view}_raw AS SELECT row_number() OVER () AS _row, * FROM {source}"
+        raw = f"(SELECT row_number() OVER () AS _row, * FROM {source})"
+        return self._finish(
+            path_text, view, raw, fields, forced, lambda: self._rejects_from_scan(path_text, header_lines)
         )
-        rejects, records = self._rejects_from_scan(path_text, offset=header_lines)
-        return self._finish(path_text, view, f"{view}_raw", fields, forced, rejects, records)
 
     def _parquet(self, path: Path, path_text: str, view: str, forced: str | None) -> LogSource:
         source = f"read_parquet({sql_string(str(path))}, file_row_number=true)"
         columns = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
         columns = [c for c in columns if c != "file_row_number"]
         casts = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
-        self.con.execute(
-            f"CREATE TEMP VIEW {view}_raw AS SELECT file_row_number + 1 AS _row, {casts} FROM {source}"
-        )
-        return self._finish(path_text, view, f"{view}_raw", columns, forced, [], RecordMap())
+        raw = f"(SELECT file_row_number + 1 AS _row, {casts} FROM {source})"
+        return self._finish(path_text, view, raw, columns, forced, lambda: ([], RecordMap()))
 
     def _json(self, path: Path, path_text: str, view: str, forced: str | None, array: bool) -> LogSource:
         """JSON is validated record by record in Python (to name broken lines), then read by DuckDB."""
@@ -249,10 +253,8 @@ class LogReader:
         columns = list(keys)
         spec = "{" + ", ".join(f"{sql_string(k)}: 'VARCHAR'" for k in ["_row", *columns]) + "}"
         source = f"read_json({sql_string(str(staged))}, format='newline_delimited', columns={spec})"
-        self.con.execute(
-            f"CREATE TEMP VIEW {view}_raw AS SELECT * REPLACE (CAST(_row AS BIGINT) AS _row) FROM {source}"
-        )
-        return self._finish(path_text, view, f"{view}_raw", columns, forced, rejects, RecordMap(broken))
+        raw = f"(SELECT * REPLACE (CAST(_row AS BIGINT) AS _row) FROM {source})"
+        return self._finish(path_text, view, raw, columns, forced, lambda: (rejects, RecordMap(broken)))
 
     # -- common ---------------------------------------------------------------------------------
 
@@ -263,42 +265,59 @@ class LogReader:
         raw: str,
         columns: list[str],
         forced: str | None,
-        rejects: list[Reject],
-        records: RecordMap,
+        collect_rejects: Callable[[], tuple[list[Reject], RecordMap]],
     ) -> LogSource:
+        """One streaming pass over `raw` (`_row` and the file's columns as text): counts the records,
+        finds the unreadable times and keeps only the records the gate lets through, in `{view}_raw`.
+        `collect_rejects` gives the broken records once the pass has run."""
         names = {c: _clean_name(c) for c in columns}
         table = recognise(list(names.values()), path_text, forced)
         time_column = next((t for t in table.time_columns.values() if t in names.values()), None)
-        select = [f"{ident(original)} AS {ident(clean)}" for original, clean in names.items()]
-        select += [f"{expr} AS {ident(name)}" for name, expr in table.derived.items()]
-        raw_time = next((original for original, clean in names.items() if clean == time_column), None)
-        time = _time_expr(ident(raw_time)) if raw_time else "NULL::TIMESTAMP"
-        self.con.execute(
-            f"CREATE TEMP VIEW {view} AS SELECT _row, {time} AS _time, {', '.join(select)} FROM {raw}"
-        )
-        readable = self.con.execute(f"SELECT count(*) FROM {raw}").fetchone()[0]
-        if time_column:  # trim() NOT IN, not nullif(nullif(trim())): DuckDB expands that to four trims
-            bad = self.con.execute(
-                f"SELECT _row, {ident(time_column)} FROM {view} WHERE _time IS NULL AND "
-                f"trim({ident(time_column)}) NOT IN ('', '-') ORDER BY _row LIMIT 1000"
-            ).fetchall()
-            rejects += [
-                Reject(
-                    path_text,
-                    records.record(row),
-                    f"unreadable time in {time_column} (record still hunted)",
-                    value,
-                )
-                for row, value in bad
-            ]
         missing = [c for c in _matchable(table) if c not in names.values() and c not in table.derived]
-        source = LogSource(
-            path_text, table, view, time_column, records, sorted(rejects, key=lambda r: r.record)
-        )
-        source.readable = readable
-        source.columns = frozenset(names.values()) | frozenset(table.derived)
         if len(missing) == len(_matchable(table)):
             raise LogError(f"{path_text}: recognised as {table.name} but has none of its IOC columns")
+        source = LogSource(path_text, table, view, time_column, RecordMap(), [])
+        source.columns = frozenset(names.values()) | frozenset(table.derived)
+        clean = [f"{ident(original)} AS {ident(name)}" for original, name in names.items()]
+        kept = [*dict.fromkeys(names.values()), *table.derived]
+        record = "{" + ", ".join(f"{sql_string(c)}: {ident(c)}" for c in ["_row", *kept]) + "}"
+        derived = "".join(f", {expr} AS {ident(name)}" for name, expr in table.derived.items())
+        rows = f"(SELECT *{derived} FROM (SELECT _row, {', '.join(clean)} FROM {raw}))"
+        if time_column:  # trim() NOT IN, not nullif(nullif(trim())): DuckDB expands that to four trims
+            column = ident(time_column)
+            bad = f"trim({column}) NOT IN ('', '-') AND ({_time_expr(column)}) IS NULL"
+            shown = (
+                f"min_by({{'row': _row, 'value': {column}}}, _row, {SHOWN_BAD_TIMES}) FILTER (WHERE {bad})"
+            )
+        else:
+            shown = "NULL"
+        self.con.execute(
+            f"CREATE TEMP TABLE {view}_scan AS SELECT count(*) AS records, "
+            f"list(CASE WHEN _keep THEN {record} END) FILTER (WHERE _keep) AS kept, {shown} AS bad_times "
+            f"FROM (SELECT *, ({self.gate(source)}) AS _keep FROM {rows})"
+        )
+        self.con.execute(
+            f"CREATE TEMP TABLE {view}_raw AS SELECT unnest(kept, recursive := true) FROM {view}_scan"
+        )
+        readable, bad_times = self.con.execute(f"SELECT records, bad_times FROM {view}_scan").fetchone()
+        self.con.execute(f"DROP TABLE {view}_scan")
+        rejects, records = collect_rejects()
+        rejects += [
+            Reject(
+                path_text,
+                records.record(bad["row"]),
+                f"unreadable time in {time_column} (record still hunted)",
+                bad["value"],
+            )
+            for bad in sorted(bad_times or [], key=lambda bad: bad["row"])
+        ]
+        time = _time_expr(ident(time_column)) if time_column else "NULL::TIMESTAMP"
+        self.con.execute(
+            f"CREATE TEMP VIEW {view} AS SELECT _row, {time} AS _time, * EXCLUDE (_row) FROM {view}_raw"
+        )
+        source.records = records
+        source.rejects = sorted(rejects, key=lambda r: r.record)
+        source.readable = readable
         return source
 
 

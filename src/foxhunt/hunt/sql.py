@@ -143,3 +143,55 @@ def compile_hunt(
     if variant is HASH:
         return hash_queries(table, hashes, log)
     raise ValueError(variant.name)
+
+
+# ---- the gate: one cheap pass over the whole log keeps only the records that may match --------------
+
+
+def _last_labels(expr: str, count: int) -> str:
+    """The last `count` labels of `host_name(expr)` ('' when it has fewer, or an empty one among them).
+
+    Equal to applying `semantics.suffix_pattern(count)` to `host_name(expr)`: lower-casing never makes
+    or removes a dot, and the optional final dot is the one `host_name` removes."""
+    pattern = semantics.suffix_pattern(count).removesuffix("$") + r"\.?$"
+    return f"lower(regexp_extract({expr}, {sql_string(pattern)}, 1))"
+
+
+def gate_condition(table: Table, present: set[IocType]) -> str:
+    """A condition over a `table`-shaped log (only the IOC columns it has) that holds for every record
+    any query of `compile_hunt` can match, and is cheap enough to test on every record: the full
+    matching then runs on the few records it keeps.
+
+    Why each part is necessary: an endpoint match (exact or ip_only) needs the log IP, lower-cased, in
+    `ioc_ips`; a domain match needs the host's last two labels to be those of an IOC name (every IOC
+    name has two non-empty labels or more, `ioc_last_two`); a URL match needs the URL's host to be an
+    IOC URL's host (`ioc_url_hosts`); a hash match is already a single lookup."""
+    parts: list[str] = []
+    if IocType.IP_PORT in present:
+        parts += [f"lower({ident(p.ip)}) IN (SELECT value FROM ioc_ips)" for p in table.endpoints]
+    if IocType.DOMAIN in present:
+        for host in table.hosts:
+            column = _url_part(host.column, 2) if host.form == "url" else ident(host.column)
+            # one lookup: DuckDB tests every IN on every record (a mark join), so a finer second test
+            # on the hosts that pass would cost as much as it saves
+            parts.append(f"{_last_labels(column, 2)} IN (SELECT key FROM ioc_last_two)")
+    if IocType.URL in present:
+        parts += [
+            f"{host_name(_url_part(column, 2))} IN (SELECT key FROM ioc_url_hosts)" for column in table.urls
+        ]
+    for column in table.hashes:
+        lists = [HASH_TABLES[a] for a in column.algorithms if a in present]
+        if lists:
+            union = " UNION ALL ".join(f"SELECT value FROM {name}" for name in lists)
+            parts.append(f"lower({ident(column.column)}) IN ({union})")
+    return " OR ".join(f"coalesce({part}, false)" for part in parts) or "false"
+
+
+def gate_tables() -> list[str]:
+    """SQL creating the gate's key tables from the IOC tables (run once, after `_load_iocs`)."""
+    url_host = host_name(_url_part("value", 2))
+    return [
+        f"CREATE TEMP TABLE ioc_last_two AS SELECT DISTINCT {_last_labels('value', 2)} AS key FROM ioc_domains",
+        f"CREATE TEMP TABLE ioc_url_hosts AS SELECT DISTINCT {url_host} AS key FROM "
+        "(SELECT value FROM ioc_urls UNION ALL SELECT value FROM ioc_url_paths)",
+    ]

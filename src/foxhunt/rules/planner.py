@@ -248,6 +248,31 @@ def plan_chunks(
     return work, chunked, use_watchlist
 
 
+def certain_watchlist_queries(
+    family: Family, options: PlanOptions = PlanOptions()
+) -> dict[tuple[str, str], list[Ioc]] | None:
+    """(table, variant) -> the IOCs of its one hunting query, when `plan_family` certainly puts the
+    family in a watchlist (each query is then named after its variant, id ``stable_id(family.malware,
+    table, variant, platform, "hunting")``), decided without compiling any KQL; else None (ask
+    `plan_chunks`). The order of `family.iocs` does not matter.
+
+    Certain: the IOCs of one variant cost more than `max_rules` whole queries (each IOC at least its
+    value quoted plus ", ", see `_ioc_cost`), so no split fits them into `max_rules` queries of less
+    than QUERY_LIMIT characters of IOCs each."""
+    catalog = load_catalog()
+    tables = [catalog[name] for name in options.tables] if options.tables else list(catalog.values())
+    members: dict[Variant, list[Ioc]] = {v: [] for v in VARIANTS}
+    of_type = {t: [v for v in VARIANTS if t in v.ioc_types] for t in {i.ioc_type for i in family.iocs}}
+    for ioc in family.iocs:
+        for variant in of_type[ioc.ioc_type]:
+            members[variant].append(ioc)
+    used = {v: [t for t in tables if v.applies_to(t)] if members[v] else [] for v in VARIANTS}
+    limit = options.max_rules * QUERY_LIMIT
+    if any(used[v] and sum(len(i.value) for i in members[v]) + 4 * len(members[v]) > limit for v in VARIANTS):
+        return {(t.name, v.name): members[v] for v in VARIANTS for t in used[v]}
+    return None
+
+
 def plan_family(family: Family, options: PlanOptions = PlanOptions()) -> FamilyPlan:
     """All hunting queries and analytics rules of one family."""
     plan = FamilyPlan(family)
