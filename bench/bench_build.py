@@ -140,7 +140,16 @@ def main() -> int:
         )
         build = run_step(
             "foxhunt build",
-            [foxhunt, "build", str(dump), "-o", str(pack), "--format", "json", *shlex.split(args.build_args)],
+            [
+                foxhunt,
+                "build",
+                str(dump),
+                "-o",
+                str(pack),
+                "--summary",
+                "json",
+                *shlex.split(args.build_args),
+            ],
             build_rows,
         )
         files, megabytes = tree_size(pack) if pack.exists() else (0, 0.0)

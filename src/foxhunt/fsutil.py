@@ -35,7 +35,11 @@ def staging_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     for leftover in _leftovers(target):
         shutil.rmtree(leftover, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output gets a normal directory's mode
+    return staged
 
 
 def _exchange(a: Path, b: Path) -> bool:
