@@ -145,7 +145,8 @@ def build_feed(
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
     try:
         sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
-        result.manifest = write_pack(staged, plans, sources, feed.rejects, notes, formats)
+        max_age = vetter.max_age if vetter is not None else None  # expiry times of the other formats
+        result.manifest = write_pack(staged, plans, sources, feed.rejects, notes, formats, max_age)
         replace_dir(staged, out)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from foxhunt.catalog.scenarios import load_scenarios, scenarios_for
 from foxhunt.model import Ioc, Reject
+from foxhunt.render.formats import DEFAULT_FORMATS as DEFAULT_FORMATS  # re-exported: sentinel + the others
+from foxhunt.render.formats import FORMATS as FORMATS
+from foxhunt.render.formats import FormatWriter
 from foxhunt.render.page import render_page
 from foxhunt.render.sentinel import ArmBatch, ArmBatcher, render_rule_yaml
 from foxhunt.render.vetting import VettingNote, render_vetting
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
-
-FORMATS = ("sentinel",)  # Sentinel / Defender XDR: hunting KQL, analytics rules (YAML, ARM), watchlists
-DEFAULT_FORMATS = ("sentinel",)
+from foxhunt.vetting.expiry import MaxAge
 
 IOC_COLUMNS = (
     "ioc_type", "value", "threat_type", "malware", "malware_printable", "confidence",
@@ -117,13 +118,15 @@ def write_pack(
     rejects: Sequence[Reject],
     vetting: Sequence[VettingNote] = (),
     formats: Sequence[str] = DEFAULT_FORMATS,
+    max_age: MaxAge | None = None,
 ) -> dict:
     """Write every family, the index, the ARM templates and the manifest into `root` (an empty dir).
 
     `plans` may be a generator: each family is written as soon as it is planned and then let go, so
     memory holds one family's queries at a time. `formats` names the output formats beyond the page
-    and IOC list (see FORMATS)."""
+    and IOC list (see FORMATS); `max_age`, the expiry policy, sets their expiry times."""
     load_scenarios()  # fail early on a broken scenario library
+    other_formats = FormatWriter(root, formats, sources, vetting, max_age)
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
     manifest["vetting"] = {v: sum(1 for n in vetting if n.verdict == v) for v in ("drop", "flag")}
     by_family: dict[str, list[VettingNote]] = {}
@@ -148,12 +151,14 @@ def write_pack(
         family = plan.family
         family_notes = by_family.get(family.malware, [])
         manifest["rules"] += write_family(root, plan, sources, family_notes)
+        other_formats.add_family(plan)
         for rule in plan.analytics:
             write_arm(arm.add(rule))
         if family_notes:
             _write(root, f"{family.slug}/vetting.md", render_vetting(family.name, family_notes))
         manifest["families"].append(
-            {"name": family.name, "slug": family.slug, "malware": family.malware, "ioc_count": len(family.iocs),
+            {"name": family.name, "slug": family.slug, "malware": family.malware, "aliases": list(family.aliases),
+             "malpedia": family.malpedia, "ioc_count": len(family.iocs),
              "ioc_types": family.ioc_types, "page": f"{family.slug}/README.md",
              "hunting_queries": len(plan.hunting), "analytics_rules": len(plan.analytics),
              "watchlists": [f"{family.slug}/watchlists/{w.alias}.csv" for w in plan.watchlists],
@@ -161,6 +166,7 @@ def write_pack(
         )  # fmt: skip
     write_arm(arm.finish())
     manifest["rules"] += arm_entries
+    other_formats.finish(manifest)
     if rejects:
         _write(
             root,
