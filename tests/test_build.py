@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert refused.exit_code == 2 and (tmp_path / "mine" / "notes.txt").exists()
     ok = runner.invoke(
-        app, ["build", "--no-vet", "--no-vet", str(DUMP_2022), "-o", str(tmp_path / "o"), "--format", "json"]
+        app, ["build", "--no-vet", "--no-vet", str(DUMP_2022), "-o", str(tmp_path / "o"), "--summary", "json"]
     )
     assert ok.exit_code == 0, ok.output
     summary = json.loads(ok.stdout)
@@ -205,7 +206,7 @@ def test_filters_select_iocs(tmp_path: Path) -> None:
             "Mirai",
             "--ioc-type",
             "url",
-            "--format",
+            "--summary",
             "json",
         ],
     )
@@ -217,7 +218,7 @@ def test_filters_select_iocs(tmp_path: Path) -> None:
 
 
 def test_demo_runs_on_bundled_data(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--format", "json"])
+    result = runner.invoke(app, ["demo", "-o", str(tmp_path / "demo"), "--summary", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["families"] == 20
     assert (tmp_path / "demo" / "index.md").is_file()
@@ -246,7 +247,7 @@ def test_family_can_be_selected_by_alias(tmp_path: Path) -> None:
             str(tmp_path / "o"),
             "--family",
             "BEACON",
-            "--format",
+            "--summary",
             "json",
         ],
     )
@@ -270,3 +271,11 @@ def test_an_ioc_too_long_for_an_inline_query_moves_its_family_to_a_watchlist(tmp
     assert family["watchlists"] and queries and all(len(query) <= QUERY_LIMIT for query in queries)
     rows = (tmp_path / "out" / family["watchlists"][0]).read_text()
     assert record["ioc"] in rows
+
+
+def test_pack_directory_gets_a_normal_mode_not_a_temp_dirs(tmp_path: Path) -> None:
+    out = tmp_path / "packs"
+    build([BUNDLED], out, vetter=None)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -19,10 +19,13 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from foxhunt import __version__
-from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build
+from foxhunt.build import BuildResult, OutputError, Selection, SelectionError, build, build_feed
 from foxhunt.catalog.scenarios import load_scenarios
+from foxhunt.cli.convert_command import convert_command
+from foxhunt.cli.fetch_command import fetch_command, update_command
 from foxhunt.cli.hunt_command import hunt_command
 from foxhunt.cli.options import FeedFormatOption, check_choice, err, parse_time, progress
+from foxhunt.cli.site_command import site_command
 from foxhunt.cli.vet_command import (
     AllowlistOption,
     MaxAgeOption,
@@ -33,7 +36,10 @@ from foxhunt.cli.vet_command import (
 )
 from foxhunt.feeds import FORMATS, FeedError
 from foxhunt.model import IocType
+from foxhunt.render.formats import ALL, DEFAULT_FORMATS, UnknownFormat, parse_formats
+from foxhunt.render.formats import FORMATS as PACK_FORMATS
 from foxhunt.rules.planner import PlanOptions
+from foxhunt.store import StoreError, load_store
 from foxhunt.vetting import MaxAge, Vetter
 
 app = typer.Typer(
@@ -83,6 +89,8 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
             for f in families
         ],
     }
+    for warning in result.manifest.get("warnings", []):
+        err.print(f"foxhunt: warning: {warning}", markup=False, highlight=False)
     for reject in feed.rejects[:SHOWN_REJECTS]:
         err.print(f"rejected: {reject}", markup=False, highlight=False)
     if len(feed.rejects) > SHOWN_REJECTS:
@@ -121,14 +129,21 @@ def _run_build(
     output_format: str,
     strict: bool,
     vetter: Vetter | None,
+    store: Path | None = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> None:
     try:
-        result = build(
-            feeds, target, feed_format=feed_format, selection=selection, options=options,
-            progress=progress("building packs"),
-            vetter=vetter,
-        )  # fmt: skip
-    except (FeedError, OutputError, SelectionError) as exc:
+        if store is not None:  # --store: the store's active IOCs (and any FEEDs)
+            feed = load_store(store, feeds=feeds, feed_format=feed_format)
+            result = build_feed(feed, target, selection=selection, options=options,
+                                progress=progress("building packs"), vetter=vetter, formats=formats)  # fmt: skip
+        else:
+            result = build(
+                feeds, target, feed_format=feed_format, selection=selection, options=options,
+                progress=progress("building packs"),
+                vetter=vetter, formats=formats,
+            )  # fmt: skip
+    except (FeedError, OutputError, SelectionError, StoreError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
     _report(result, target, output_format)
@@ -137,21 +152,40 @@ def _run_build(
 
 
 OutputFormat = Annotated[
-    str, typer.Option("--format", metavar="table|json", help="Summary as a rich 'table' or 'json'.")
+    str, typer.Option("--summary", metavar="table|json", help="Summary as a rich 'table' or 'json'.")
 ]
+PackFormats = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--format",
+        metavar="LIST|all",
+        help=f"Pack formats besides sentinel (always written), comma-separated or repeated: {', '.join(PACK_FORMATS[1:])}, or {ALL}.",
+    ),
+]
+
+
+def _pack_formats(values: list[str] | None) -> tuple[str, ...]:
+    try:
+        return parse_formats(values)
+    except UnknownFormat as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format") from None
 
 
 @app.command("build")
 def build_command(
     feeds: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             metavar="FEED...", help="ThreatFox feeds: API answers, CSV or JSON exports, .zip/.gz."
         ),
-    ],
+    ] = None,
     output: Annotated[
         Path, typer.Option("-o", "--output", metavar="OUT", help="Output directory (replaced atomically).")
-    ],
+    ] = ...,  # type: ignore[assignment]
+    store: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="Build from this IOC store (foxhunt update); FEEDs optional."),
+    ] = None,
     feed_format: FeedFormatOption = None,
     min_confidence: Annotated[
         int | None, typer.Option(min=0, max=100, metavar="0-100", help="Drop IOCs below this confidence.")
@@ -182,6 +216,7 @@ def build_command(
         ),
     ] = 10,
     output_format: OutputFormat = "table",
+    pack_formats: PackFormats = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 when any input record was rejected.")] = False,
     no_vet: NoVetOption = False,
     vet_policy: VetPolicyOption = None,
@@ -198,7 +233,8 @@ def build_command(
 ) -> None:
     """Build one rule pack per malware family from ThreatFox FEEDS into OUTPUT."""
     check_choice(feed_format, FORMATS, "--feed-format")
-    check_choice(output_format, OUTPUT_FORMATS, "--format")
+    check_choice(output_format, OUTPUT_FORMATS, "--summary")
+    formats = _pack_formats(pack_formats)
     if not _valid_timespan(lookback):
         raise typer.BadParameter(
             f"not a KQL timespan: {lookback!r} (e.g. 14d, 36h, 90m)", param_hint="--lookback"
@@ -213,8 +249,10 @@ def build_command(
         lookback=lookback, max_rules=max_rules_per_family, exclusions=_scenario_exclusions(apply_scenarios)
     )
     vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
-    _run_build(feeds, output, feed_format=feed_format, selection=selection, options=options,
-               output_format=output_format, strict=strict, vetter=vetter)  # fmt: skip
+    if not feeds and store is None:
+        raise typer.BadParameter("give the feeds as FEED... or --store PATH", param_hint="FEED/--store")
+    _run_build(feeds or [], output, feed_format=feed_format, selection=selection, options=options,
+               output_format=output_format, strict=strict, vetter=vetter, store=store, formats=formats)  # fmt: skip
 
 
 def _scenario_exclusions(chosen: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -243,19 +281,25 @@ def demo_command(
         Path | None, typer.Option("-o", "--output", help="Where to write (default: a temp dir).")
     ] = None,
     output_format: OutputFormat = "table",
+    pack_formats: PackFormats = None,
 ) -> None:
     """Build packs from the bundled real ThreatFox snapshot (452 IOCs of 20 families, February 2022)."""
-    check_choice(output_format, OUTPUT_FORMATS, "--format")
+    check_choice(output_format, OUTPUT_FORMATS, "--summary")
+    formats = _pack_formats(pack_formats or [ALL])  # the demo shows every format unless told otherwise
     target = output or Path(tempfile.mkdtemp(prefix="foxhunt-demo-")) / "packs"
     with resources.as_file(resources.files("foxhunt.data").joinpath(DEMO_FEED)) as feed:
         # the snapshot is from 2022: vet it with the warninglists, but without expiry
         vetter = Vetter(max_age=MaxAge.disabled())
         _run_build([str(feed)], target, feed_format=None, selection=Selection(), options=PlanOptions(),
-                   output_format=output_format, strict=False, vetter=vetter)  # fmt: skip
+                   output_format=output_format, strict=False, vetter=vetter, formats=formats)  # fmt: skip
 
 
 app.command("hunt")(hunt_command)
 app.command("vet")(vet_command)
+app.command("convert")(convert_command)
+app.command("fetch")(fetch_command)
+app.command("update")(update_command)
+app.command("site")(site_command)
 
 
 def main() -> None:

@@ -25,14 +25,19 @@ from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.fsutil import atomic_write_text
 from foxhunt.hunt import Hit, HuntResult, hunt
 from foxhunt.hunt.packs import PackError, load_pack_iocs
+from foxhunt.store import StoreError, load_store
 
 EXIT_OK, EXIT_HITS, EXIT_INPUT = 0, 1, 2
-HUNT_FORMATS = ("jsonl", "csv", "table")
+HUNT_FORMATS = ("jsonl", "csv", "table", "html")
 HIT_FIELDS = [f.name for f in fields(Hit)]
 SHOWN_PROBLEMS = 20
 
 
 def render_hits(result: HuntResult, output_format: str) -> str:
+    if output_format == "html":  # the self-contained HTML report (foxhunt.site.report)
+        from foxhunt.site.report import render_report
+
+        return render_report([asdict(hit) for hit in result.hits], logs=result.logs)
     if output_format == "jsonl":
         return "".join(json.dumps(asdict(hit), ensure_ascii=False) + "\n" for hit in result.hits)
     if output_format == "csv":
@@ -71,13 +76,18 @@ def hunt_command(
     pack: Annotated[
         Path | None, typer.Option(metavar="OUT", help="A pack built by foxhunt build, instead of --feed.")
     ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="The active IOCs of a foxhunt update store, instead of --feed."),
+    ] = None,
     feed_format: FeedFormatOption = None,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", metavar="FILE", help="Write the hits here (default: stdout)."),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", metavar="jsonl|csv|table", help="Hit output format.")
+        str,
+        typer.Option("--format", metavar="jsonl|csv|table|html", help="Hit output format (html needs -o)."),
     ] = "jsonl",
     table: Annotated[
         str | None,
@@ -102,14 +112,20 @@ def hunt_command(
     Exit codes: 0 ran; 1 hits and --fail-on-hit; 2 usage error or a file that could not be read.
     """
     check_choice(output_format, HUNT_FORMATS, "--format")
+    if output_format == "html" and output is None:
+        raise typer.BadParameter("--format html writes a file: give -o FILE", param_hint="--output")
     check_choice(feed_format, FORMATS, "--feed-format")
-    if bool(feed) == bool(pack):
+    if sum(map(bool, (feed, pack, store))) != 1:
         raise typer.BadParameter(
-            "give the IOCs with either --feed FEED... or --pack OUT", param_hint="--feed/--pack"
+            "give the IOCs with one of --feed FEED..., --pack OUT or --store PATH",
+            param_hint="--feed/--pack/--store",
         )
     try:
-        iocs = load_pack_iocs(pack) if pack else read_feeds(feed or [], feed_format).iocs
-    except (FeedError, PackError) as exc:
+        if store:
+            iocs = load_store(store).iocs
+        else:
+            iocs = load_pack_iocs(pack) if pack else read_feeds(feed or [], feed_format).iocs
+    except (FeedError, PackError, StoreError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
     vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
