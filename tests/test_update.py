@@ -334,3 +334,16 @@ def test_build_and_hunt_from_the_store(server: FakeThreatFox, records: list[dict
     assert [(h["ioc"], h["match"], h["record"]) for h in hits] == [(endpoint, "exact", 1)]
     both = runner.invoke(app, ["hunt", "--store", str(store), "--pack", str(out), str(log)])
     assert both.exit_code == 2
+
+
+def test_an_update_keeps_the_pack_formats_it_was_built_with(server: FakeThreatFox, tmp_path: Path) -> None:
+    packs, store = tmp_path / "packs", tmp_path / "data" / "foxhunt.duckdb"
+    assert update(server, "--days", "1", "-o", str(packs)).exit_code == 0
+    built = runner.invoke(app, ["build", "--store", str(store), "--format", "sigma,stix", "-o", str(packs)])
+    assert built.exit_code == 0, built.output
+    assert update(server, "--days", "1", "-o", str(packs)).exit_code == 0
+    manifest = json.loads((packs / "manifest.json").read_text())
+    assert {"sigma", "stix"} <= set(manifest["formats"])
+    files = {entry["format"] for entry in manifest["files"]}
+    assert {"sigma", "stix"} <= files
+    assert all((packs / entry["path"]).is_file() for entry in manifest["files"])

@@ -24,6 +24,7 @@ from foxhunt.feeds import read_feeds
 from foxhunt.feeds.dedupe import deduplicate, sort_iocs
 from foxhunt.fsutil import replace_dir, staging_dir
 from foxhunt.model import FeedResult
+from foxhunt.render.formats import DEFAULT_FORMATS, UnknownFormat, parse_formats
 from foxhunt.rules.families import Family
 from foxhunt.store.changelog import CHANGELOG, collapse, prepend_entry, render_entry
 from foxhunt.store.db import EXPIRED, REMOVED, Event, Store, StoreError, store_lock
@@ -127,6 +128,16 @@ def keep_folder(old: Path, new: Path) -> None:
     shutil.copytree(old, new, copy_function=_link_or_copy)
 
 
+def previous_formats(out: Path) -> tuple[str, ...]:
+    """The pack formats the pack at `out` was built with (its manifest's `formats`), so an update
+    keeps them; the default formats for a new pack or an unreadable manifest."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        return parse_formats(manifest.get("formats") or ())
+    except (OSError, ValueError, AttributeError, TypeError, UnknownFormat):
+        return DEFAULT_FORMATS
+
+
 def update_pack(
     store: Store,
     out: Path,
@@ -161,7 +172,7 @@ def update_pack(
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
     try:
         built = staged / "pack"
-        result = build_feed(feed, built, vetter=vetter, progress=progress)
+        result = build_feed(feed, built, vetter=vetter, progress=progress, formats=previous_formats(out))
         update = PackUpdate(out, result)
         in_pack: set[str] = set()
         families = result.manifest["families"]  # name, slug, malware of each family written
