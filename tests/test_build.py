@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from foxhunt.build import build
 from foxhunt.cli.app import app
+from foxhunt.fsutil import atomic_write_text
 from foxhunt.rules.planner import QUERY_LIMIT
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "threatfox"
@@ -279,3 +280,5 @@ def test_pack_directory_gets_a_normal_mode_not_a_temp_dirs(tmp_path: Path) -> No
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    atomic_write_text(tmp_path / "report.txt", "shared\n")  # hunt -o, vet -o: files to share
+    assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -272,6 +272,7 @@ def test_cli_output_and_exit_codes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert {(h["record"], h["ioc"], h["match"]) for h in hits} == expected_hits("CommonSecurityLog")
+    assert [h["record"] for h in hits] == sorted(h["record"] for h in hits)  # in the log's order
     required = {"log_file", "record", "table", "field", "value", "ioc", "ioc_type", "family", "threat_type",
                 "confidence", "match", "time", "rule_id"}  # fmt: skip
     assert all(required <= h.keys() for h in hits)

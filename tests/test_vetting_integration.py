@@ -144,3 +144,41 @@ def test_apply_scenarios_compiles_their_exclusions(tmp_path: Path, kql_oracle) -
         app, ["build", str(feed(tmp_path / "f.json")), "-o", str(out), "--apply-scenarios", "nope"]
     )
     assert bad.exit_code == 2 and "scheduled-update-job" in bad.output
+
+
+def test_hunt_from_a_pack_hunts_what_the_pack_holds_with_its_allowlist(tmp_path: Path) -> None:
+    """The pack was vetted when it was built (here: no expiry, an allowlist): hunt --pack neither vets
+    it again with the defaults nor forgets the allowlist's table exclusions."""
+    old = tmp_path / "old.json"
+    records = json.loads(feed(tmp_path / "f.json").read_text())
+    old.write_text(json.dumps([dict(r, first_seen="2022-02-20 10:00:00 UTC") for r in records]))
+    packs = tmp_path / "packs"
+    built = runner.invoke(
+        app,
+        [
+            "build",
+            str(old),
+            "-o",
+            str(packs),
+            "--max-age",
+            "none",
+            "--allowlist",
+            str(allowlist(tmp_path / "a.yaml")),
+        ],
+    )
+    assert built.exit_code == 0, built.output
+    assert (packs / "allowlist.yaml").read_text() == (tmp_path / "a.yaml").read_text()
+    log = tmp_path / "csl.csv"
+    log.write_text(
+        "TimeGenerated,DeviceVendor,SourceIP,SourcePort,DestinationIP,DestinationPort,DestinationHostName,RequestURL\n"
+        "2026-12-01T10:00:00Z,PAN,10.1.1.1,5000,138.124.79.146,443,c2.example,\n"
+        "2026-12-01T10:01:00Z,PAN,10.1.1.1,5001,138.124.79.146,443,splunk-hf01.corp.example,\n"
+    )
+    hunted = runner.invoke(app, ["hunt", "--pack", str(packs), str(log)])
+    assert hunted.exit_code == 0, hunted.output
+    assert [(h["record"], h["ioc"]) for h in map(json.loads, hunted.stdout.splitlines())] == [
+        (1, "138.124.79.146:443")
+    ]  # record 2 is excluded by the pack's allowlist; nothing expired
+    # the same old feed hunted directly is vetted with the default max age: nothing is left, exit 2
+    direct = runner.invoke(app, ["hunt", "--feed", str(old), str(log), "--fail-on-hit"])
+    assert direct.exit_code == 2 and "no IOC left to hunt" in direct.output

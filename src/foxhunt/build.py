@@ -77,6 +77,13 @@ def _vet(
     )
 
 
+def _allowlist_text(vetter: Vetter | None) -> str | None:
+    """The org allowlist file the IOCs are vetted with, to keep in the pack (None without one)."""
+    if vetter is None or vetter.allowlist.empty or not vetter.allowlist.source:
+        return None
+    return Path(vetter.allowlist.source).read_text(encoding="utf-8")
+
+
 def _check_output(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a directory")
@@ -146,7 +153,9 @@ def build_feed(
     try:
         sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
         max_age = vetter.max_age if vetter is not None else None  # expiry times of the other formats
-        result.manifest = write_pack(staged, plans, sources, feed.rejects, notes, formats, max_age)
+        result.manifest = write_pack(
+            staged, plans, sources, feed.rejects, notes, formats, max_age, allowlist=_allowlist_text(vetter)
+        )
         replace_dir(staged, out)
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)

@@ -13,6 +13,14 @@ RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
 
 
+def give_normal_mode(path: Path) -> None:
+    """Give a file or directory made by tempfile (private: 0600/0700) the mode a plain open() or
+    mkdir() would have given it under the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +28,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
+        give_normal_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,9 +45,7 @@ def staging_dir(target: Path) -> Path:
     for leftover in _leftovers(target):
         shutil.rmtree(leftover, ignore_errors=True)
     staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    umask = os.umask(0)
-    os.umask(umask)
-    staged.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output gets a normal directory's mode
+    give_normal_mode(staged)
     return staged
 
 

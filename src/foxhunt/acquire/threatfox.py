@@ -26,6 +26,7 @@ from foxhunt.acquire.errors import (
 )
 from foxhunt.acquire.http import Answer, Downloader, Progress, RetryPolicy
 from foxhunt.feeds import FeedError, read_feeds
+from foxhunt.fsutil import give_normal_mode
 from foxhunt.model import FeedResult, Reject
 
 API_URL = "https://threatfox-api.abuse.ch/api/v1/"
@@ -172,6 +173,7 @@ def fetch_to_file(
     temp = Path(name)
     try:
         result = _fetch(request, temp, settings, progress, downloader, on_retry)
+        give_normal_mode(temp)
         os.replace(temp, output)
     except OSError as exc:
         raise AcquireError(f"cannot write {output}: {exc.strerror or exc}") from None

@@ -81,6 +81,7 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
         "read": len(feed.iocs) + feed.duplicates,
         "rejected": len(feed.rejects),
         "duplicates": feed.duplicates,
+        "vetting": result.manifest.get("vetting", {"drop": 0, "flag": 0}),
         "hunting_queries": kinds.count("hunting"),
         "analytics_rules": kinds.count("analytic"),
         "index": str(target / "index.md"),
@@ -89,6 +90,12 @@ def _report(result: BuildResult, target: Path, output_format: str) -> None:
             for f in families
         ],
     }
+    if summary["vetting"]["drop"] or summary["vetting"]["flag"]:
+        err.print(
+            f"vetting dropped {summary['vetting']['drop']} and flagged {summary['vetting']['flag']} IOCs "
+            f"(listed in {target / 'vetting.md'}; --max-age none keeps old ones, --no-vet skips vetting)",
+            markup=False, highlight=False,
+        )  # fmt: skip
     for warning in result.manifest.get("warnings", []):
         err.print(f"foxhunt: warning: {warning}", markup=False, highlight=False)
     for reject in feed.rejects[:SHOWN_REJECTS]:

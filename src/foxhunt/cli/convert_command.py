@@ -76,6 +76,10 @@ def sigma_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
+# Backends whose output names no table and keeps Sigma's field names without a pipeline
+NEEDS_PIPELINE = {"kusto": ("microsoft_xdr", "sentinel_asim", "azure_monitor")}
+
+
 def _backend(plugins: Any, name: str, pipelines: list[str]) -> Any:
     backend_id = BACKEND_ALIASES.get(name.lower(), name.lower())
     backend_class = plugins.backends.get(backend_id)
@@ -159,6 +163,12 @@ def convert_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="Write here.")] = None,
 ) -> None:
     """Convert a pack's Sigma rules (or Sigma files) with an installed pySigma backend."""
+    if to in NEEDS_PIPELINE and not pipeline:
+        raise typer.BadParameter(
+            f"the {to} backend needs a pipeline that maps Sigma's fields onto its tables: "
+            f"--pipeline {' or '.join(NEEDS_PIPELINE[to])}",
+            param_hint="--pipeline",
+        )
     try:
         files = sigma_files(inputs)
         converted, failures = convert_files(files, to, pipeline or [], backend_format)

@@ -24,7 +24,7 @@ from foxhunt.cli.vet_command import AllowlistOption, MaxAgeOption, NoVetOption, 
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.fsutil import atomic_write_text
 from foxhunt.hunt import Hit, HuntResult, hunt
-from foxhunt.hunt.packs import PackError, load_pack_iocs
+from foxhunt.hunt.packs import PackError, load_pack_iocs, pack_allowlist
 from foxhunt.store import StoreError, load_store
 
 EXIT_OK, EXIT_HITS, EXIT_INPUT = 0, 1, 2
@@ -109,7 +109,8 @@ def hunt_command(
 ) -> None:
     """Hunt the IOCs of a feed or a pack in LOG files, with exactly the matching of the emitted KQL.
 
-    Exit codes: 0 ran; 1 hits and --fail-on-hit; 2 usage error or a file that could not be read.
+    Exit codes: 0 ran; 1 hits and --fail-on-hit; 2 usage error, no IOC left to hunt, or a file that could
+    not be read. --pack and --store IOCs are not vetted again unless a vetting option is given.
     """
     check_choice(output_format, HUNT_FORMATS, "--format")
     if output_format == "html" and output is None:
@@ -128,15 +129,23 @@ def hunt_command(
     except (FeedError, PackError, StoreError) as exc:
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
+    # a pack's or store's IOCs were vetted when it was built: vet them again only when asked to
+    revet = feed is not None or any(option is not None for option in (vet_policy, allowlist, max_age))
+    if pack and allowlist is None:
+        allowlist = pack_allowlist(pack)  # its table exclusions, as compiled into the pack's queries
     vetter = None if no_vet else make_vetter(vet_policy, allowlist, max_age)
-    if vetter is not None:
+    if vetter is not None and revet:
         vetted = vetter.vet_all(iocs)
         if vetted.dropped:
             err.print(
-                f"vetting dropped {len(vetted.dropped)} of {len(iocs)} IOCs (foxhunt vet lists them)",
+                f"vetting dropped {len(vetted.dropped)} of {len(iocs)} IOCs (foxhunt vet lists them; "
+                "--max-age none keeps old ones, --no-vet skips vetting)",
                 markup=False,
             )
         iocs = vetted.kept
+    if not iocs:
+        err.print("foxhunt: error: no IOC left to hunt", markup=False)
+        raise typer.Exit(EXIT_INPUT)
     result = hunt(
         logs, iocs, allowlist=vetter.allowlist if vetter else None, table=table, since=parse_time(since, "--since"), until=parse_time(until, "--until"),
         progress=progress("reading logs"),

@@ -21,7 +21,7 @@ FeedFormatOption = Annotated[
         help=f"Force the feed format ({', '.join(FORMATS)}); default: detect.",
     ),
 ]
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay one line each, for log parsers
 
 
 def parse_time(value: str | None, option: str = "--since") -> datetime | None:

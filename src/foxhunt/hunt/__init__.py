@@ -185,6 +185,7 @@ def _hunt_source(
                 "ORDER BY q._row, q.field, m.n"
             ).fetchall()
             hits += [(source, variant.name, *row) for row in rows]
+    hits.sort(key=lambda hit: hit[2])  # in record order; a record's hits stay in variant order
     return hits
 
 

@@ -18,6 +18,15 @@ def _time(text: str) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def pack_allowlist(pack: Path) -> Path | None:
+    """The org allowlist the pack was built with (`allowlist.yaml`, see render/pack.py), if any."""
+    try:
+        name = json.loads((pack / "manifest.json").read_text(encoding="utf-8")).get("allowlist")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pack / name if isinstance(name, str) and "/" not in name and (pack / name).is_file() else None
+
+
 def load_pack_iocs(pack: Path) -> list[Ioc]:
     """Every IOC of every family of the pack at `pack`."""
     manifest_path = pack / "manifest.json"

@@ -19,6 +19,8 @@ from foxhunt.render.vetting import VettingNote, render_vetting
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
 from foxhunt.vetting.expiry import MaxAge
 
+PACK_ALLOWLIST = "allowlist.yaml"
+
 IOC_COLUMNS = (
     "ioc_type", "value", "threat_type", "malware", "malware_printable", "confidence",
     "first_seen", "last_seen", "threatfox_id", "reference", "tags", "reporter",
@@ -119,12 +121,15 @@ def write_pack(
     vetting: Sequence[VettingNote] = (),
     formats: Sequence[str] = DEFAULT_FORMATS,
     max_age: MaxAge | None = None,
+    allowlist: str | None = None,
 ) -> dict:
     """Write every family, the index, the ARM templates and the manifest into `root` (an empty dir).
 
     `plans` may be a generator: each family is written as soon as it is planned and then let go, so
     memory holds one family's queries at a time. `formats` names the output formats beyond the page
-    and IOC list (see FORMATS); `max_age`, the expiry policy, sets their expiry times."""
+    and IOC list (see FORMATS); `max_age`, the expiry policy, sets their expiry times. `allowlist`, the
+    text of the org allowlist the IOCs were vetted with, is kept as `allowlist.yaml` (hunt --pack applies
+    its table exclusions)."""
     load_scenarios()  # fail early on a broken scenario library
     other_formats = FormatWriter(root, formats, sources, vetting, max_age)
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
@@ -134,6 +139,9 @@ def write_pack(
         by_family.setdefault(note.ioc.malware, []).append(note)
     if vetting:
         _write(root, "vetting.md", render_vetting("all families", vetting))
+    if allowlist is not None:
+        _write(root, PACK_ALLOWLIST, allowlist)
+        manifest["allowlist"] = PACK_ALLOWLIST
     arm = ArmBatcher()
     arm_entries: list[dict] = []
 
