@@ -133,6 +133,7 @@ def test_apply_scenarios_compiles_their_exclusions(tmp_path: Path, kql_oracle) -
               "--allowlist", str(allowlist(tmp_path / "a.yaml"))],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "compiles the example values of scheduled-update-job" in result.output  # a warning, not silence
     queries = [(qid, kql) for qid, kql, p in all_kql(out) if "#fp" not in qid and p == "sentinel"]
     with_scenario = [qid for qid, kql in queries if scenario.exclusions["DeviceNetworkEvents"] in kql]
     assert with_scenario and all(

@@ -274,6 +274,11 @@ def _scenario_exclusions(chosen: list[str] | None) -> tuple[tuple[str, str], ...
             f"unknown scenario {', '.join(unknown)}; known: {', '.join(library)}",
             param_hint="--apply-scenarios",
         )
+    err.print(
+        f"foxhunt: warning: --apply-scenarios compiles the example values of {', '.join(wanted)} (such as "
+        "192.0.2.x, *.corp.example) into the queries: replace them with your own in fp_scenarios.yaml first",
+        markup=False, highlight=False,
+    )  # fmt: skip
     return tuple((table, expr) for sid in wanted for table, expr in library[sid].exclusions.items())
 
 
