@@ -8,7 +8,9 @@ import json
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 import stix2
+import stix2.exceptions
 from stix2patterns.validator import run_validator
 
 from formats_helpers import AS_OF, DUMP_2022, kept_iocs, manifest_files, real_pack
@@ -122,3 +124,14 @@ def test_every_format_is_byte_identical_across_builds(tmp_path) -> None:
     assert (again / "manifest.json").read_bytes() == (pack / "manifest.json").read_bytes()
     for entry in manifest["files"]:
         assert (again / entry["path"]).read_bytes() == (pack / entry["path"]).read_bytes(), entry["path"]
+
+
+def test_a_broken_pattern_is_still_refused_after_its_shape_was_seen() -> None:
+    from foxhunt.render.stix import _Indicator
+
+    good = {"pattern_type": "stix", "valid_from": "2022-01-01T00:00:00Z"}
+    _Indicator(pattern="[domain-name:value = 'a.example.com']", **good)
+    with pytest.raises(stix2.exceptions.InvalidValueError):
+        _Indicator(pattern="[domain-name:value = 'a.example.com' AND]", **good)
+    with pytest.raises(stix2.exceptions.InvalidValueError):
+        _Indicator(pattern="[file:hashes.MD5 = 'not-hex']", **good)
