@@ -282,3 +282,21 @@ def test_pack_directory_gets_a_normal_mode_not_a_temp_dirs(tmp_path: Path) -> No
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
     atomic_write_text(tmp_path / "report.txt", "shared\n")  # hunt -o, vet -o: files to share
     assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_family_name_with_line_breaks_cannot_break_out_of_a_kql_comment(tmp_path: Path, kql_oracle) -> None:
+    hostile = 'Q"uote\n| take 1 //\r\u2028evil\x00name'
+    record = {"id": "1", "ioc": "bad-c2.example.com", "ioc_type": "domain", "threat_type": "botnet_cc",
+              "malware": "win.q", "malware_printable": hostile, "confidence_level": 80,
+              "first_seen": "2026-11-01 00:00:00 UTC"}  # fmt: skip
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps([record]))
+    build([feed], tmp_path / "out")
+    queries = all_kql(tmp_path / "out")
+    for platform in ("sentinel", "defender"):
+        batch = [(qid, kql) for qid, kql, p in queries if p == platform]
+        assert batch and not {q: d for q, d in kql_oracle.check(batch, platform=platform).items() if d}
+    for qid, kql, _ in queries:  # the name only ever appears inside a comment line
+        assert all(
+            line.startswith("//") for line in kql.splitlines() if 'Q"uote' in line or "evil" in line
+        ), qid

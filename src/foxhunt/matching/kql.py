@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,12 @@ _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f\u2028\u2029]')
 def kql_string(value: str) -> str:
     """A double-quoted KQL string literal (JSON escapes, which KQL reads the same)."""
     return json.dumps(value, ensure_ascii=False) if _NEEDS_ESCAPE.search(value) else f'"{value}"'
+
+
+def _one_line(text: str) -> str:
+    """`text` safe in a `//` comment: feed text (a family name) with a line break would end the comment
+    and turn the rest into query text."""
+    return " ".join("".join(" " if unicodedata.category(c) == "Cc" else c for c in text).split())
 
 
 def kql_regex(pattern: str) -> str:
@@ -225,7 +232,7 @@ def compile_query(
     if not query.fields:
         raise ValueError(f"{table.name} has no column for {variant.name} IOCs")
     time = table.time_column(platform)
-    lines = [f"// {line}" for line in header]
+    lines = [f"// {_one_line(line)}" for line in header]
     lines += [f"let lookback = {lookback};", *query.lets, table.name, f"| where {time} > ago(lookback)"]
     if ingested_within:  # scheduled rules: a late-arriving event is still evaluated exactly once
         lines.append(f"| where ingestion_time() > ago({ingested_within})")
