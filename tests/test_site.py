@@ -209,6 +209,8 @@ def test_downloads_list_every_format_the_manifest_names(pack: Path, tmp_path: Pa
             lambda p: _edit_manifest(p, lambda m: m["families"][0].update(slug="../x")),
             "not a safe folder name",
         ),
+        (lambda p: _symlink_out(next((p / "win-vidar" / "hunting").glob("*.kql"))), "symbolic link"),
+        (lambda p: _symlink_out(p / "win-vidar" / "README.md"), "symbolic link"),
     ],
     ids=[
         "no-manifest",
@@ -219,6 +221,8 @@ def test_downloads_list_every_format_the_manifest_names(pack: Path, tmp_path: Pa
         "missing-rule-file",
         "escaping-path",
         "bad-slug",
+        "symlinked-rule-file",
+        "symlinked-page",
     ],
 )
 def test_a_bad_pack_is_named_and_exits_2(pack: Path, tmp_path: Path, damage, named: str) -> None:
@@ -229,6 +233,14 @@ def test_a_bad_pack_is_named_and_exits_2(pack: Path, tmp_path: Path, damage, nam
     assert result.exit_code == 2
     assert squeezed(named) in squeezed(result.stderr)
     assert not (tmp_path / "site").exists()
+
+
+def _symlink_out(path: Path) -> None:
+    """Replace a pack file by a symbolic link to a file outside the pack."""
+    outside = path.parents[3] / "outside-secret.txt"
+    outside.write_text("secret\n")
+    path.unlink()
+    path.symlink_to(outside)
 
 
 def _edit_manifest(pack: Path, change) -> None:

@@ -214,13 +214,21 @@ class _Reader:
             raise self.fail(where, f"path {relative!r} leaves the pack")
         if not (self.root / path).is_file():
             raise self.fail(where, f"{relative} is missing from the pack")
+        if not self.inside(path.as_posix()):
+            raise self.fail(where, f"path {relative!r} leaves the pack (through a symbolic link)")
         return path.as_posix()
+
+    def inside(self, relative: str) -> bool:
+        """Whether the pack file `relative`, symbolic links followed, is inside the pack."""
+        return (self.root / relative).resolve().is_relative_to(self.root.resolve())
 
     def download(self, relative: object, fmt: str, where: str) -> Download:
         path = self.file(relative, where)
         return Download(path, fmt, (self.root / path).stat().st_size)
 
     def text(self, relative: str) -> str:
+        if not self.inside(relative):
+            raise SiteError(f"{self.root / relative}: leaves the pack (through a symbolic link)")
         try:
             return (self.root / relative).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
