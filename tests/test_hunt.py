@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -328,3 +329,20 @@ def test_hunt_from_a_pack_uses_its_rule_ids(tmp_path: Path) -> None:
     }
     hits = [json.loads(line) for line in result.stdout.splitlines()]
     assert hits and all(h["rule_id"] in ids for h in hits)
+    # -o never replaces an input (the log, a pack file) and a directory or unwritable path exits 2
+    before = log.read_bytes()
+    for target, message in ((log, "one of the inputs"), (out / "manifest.json", "inside the pack"),
+                            (tmp_path, "is a directory")):  # fmt: skip
+        refused = runner.invoke(app, ["hunt", "--pack", str(out), str(log), "-o", str(target)])
+        assert refused.exit_code == 2 and message in re.sub(r"[\s│╭╮╰╯─]+", " ", refused.output), (
+            refused.output
+        )
+    assert log.read_bytes() == before and json.loads((out / "manifest.json").read_text())
+    nested = runner.invoke(
+        app, ["hunt", "--pack", str(out), str(log), "-o", str(tmp_path / "new" / "x.jsonl")]
+    )
+    assert nested.exit_code == 0 and (tmp_path / "new" / "x.jsonl").is_file()  # missing folders are made
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    failed = runner.invoke(app, ["hunt", "--pack", str(out), str(log), "-o", str(blocked / "x.jsonl")])
+    assert failed.exit_code == 2 and "cannot write" in failed.output  # a message, not a traceback (exit 1)

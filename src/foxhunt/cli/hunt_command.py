@@ -33,6 +33,19 @@ HIT_FIELDS = [f.name for f in fields(Hit)]
 SHOWN_PROBLEMS = 20
 
 
+def _check_output(output: Path, inputs: list, pack: Path | None, store: Path | None) -> None:
+    """-o must not replace an input: a log, a feed, the store, or a file of the pack."""
+    target = output.resolve()
+    if target.is_dir():
+        raise typer.BadParameter(f"{output} is a directory; give a file", param_hint="--output")
+    if any(target == Path(i).resolve() for i in inputs) or (store is not None and target == store.resolve()):
+        raise typer.BadParameter(
+            f"{output} is one of the inputs; it would be overwritten", param_hint="--output"
+        )
+    if pack is not None and target.is_relative_to(pack.resolve()):
+        raise typer.BadParameter(f"{output} is inside the pack {pack}", param_hint="--output")
+
+
 def render_hits(result: HuntResult, output_format: str) -> str:
     if output_format == "html":  # the self-contained HTML report (foxhunt.site.report)
         from foxhunt.site.report import render_report
@@ -116,6 +129,8 @@ def hunt_command(
     if output_format == "html" and output is None:
         raise typer.BadParameter("--format html writes a file: give -o FILE", param_hint="--output")
     check_choice(feed_format, FORMATS, "--feed-format")
+    if output is not None:
+        _check_output(output, [*logs, *(feed or [])], pack, store)
     if sum(map(bool, (feed, pack, store))) != 1:
         raise typer.BadParameter(
             "give the IOCs with one of --feed FEED..., --pack OUT or --store PATH",
@@ -160,7 +175,11 @@ def hunt_command(
         err.print(f"foxhunt: error: {error}", markup=False, highlight=False)
     text = render_hits(result, output_format)
     if output:
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except OSError as exc:
+            err.print(f"foxhunt: error: cannot write {output}: {exc.strerror or exc}", markup=False)
+            raise typer.Exit(EXIT_INPUT) from None
     else:
         sys.stdout.write(text)
     err.print(
