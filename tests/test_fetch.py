@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -364,3 +369,89 @@ def test_help_documents_exit_codes_and_hides_the_key() -> None:
     text = " ".join(result.output.split())
     assert "Exit codes" in text and "THREATFOX_AUTH_KEY" in text
     assert "secret-key-value" not in result.output
+
+
+def test_api_redirect_loop_fails_in_words(server: FakeThreatFox, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["fetch", "--days", "1", "-o", str(tmp_path / "x.json"), "--api-url", server.base_url + "/redirloop/"],
+        env={"THREATFOX_AUTH_KEY": GOOD_KEY},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "the API redirects (HTTP 302 Found) to /redirloop/" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, httpx.HTTPError)
+    assert leftovers(tmp_path) == []
+
+
+def test_export_redirect_loop_fails_in_words(server: FakeThreatFox, tmp_path: Path) -> None:
+    args = ["fetch", "--export", "recent", "-o", str(tmp_path / "x.csv"), "--retries", "0"]
+    result = runner.invoke(app, [*args, "--export-url", server.base_url + "/redirloop/"])
+    assert result.exit_code == 2, result.output
+    assert "the server redirects in a loop (more than 10 redirects)" in result.output
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://", "http://127.0.0.1:99999/api/v1/"])
+def test_unusable_api_url_names_the_option(tmp_path: Path, url: str) -> None:
+    result = runner.invoke(
+        app, ["fetch", "--days", "1", "-o", str(tmp_path / "x.json"), "--api-url", url, "--retries", "0"],
+        env={"THREATFOX_AUTH_KEY": GOOD_KEY},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert url in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_api_redirect_to_another_origin_keeps_the_key(server: FakeThreatFox, tmp_path: Path) -> None:
+    with FakeThreatFox(server.iocs) as elsewhere:
+        server.script("api", Reply(307, "", {"Location": elsewhere.api_url}))
+        result = fetch(server, "--days", "1", "-o", str(tmp_path / "x.json"))
+        assert result.exit_code == 2, result.output
+        assert f"redirects (HTTP 307 Temporary Redirect) to {elsewhere.api_url}" in result.output
+        assert "--api-url" in result.output
+        assert elsewhere.requests == []  # the key never left for the other origin
+
+
+def test_export_redirect_is_followed_without_a_key(server: FakeThreatFox, tmp_path: Path) -> None:
+    with FakeThreatFox(server.iocs) as elsewhere:
+        server.script("csv/recent/", Reply(302, "", {"Location": elsewhere.export_url + "csv/recent/"}))
+        result = fetch(server, "--export", "recent", "-o", str(tmp_path / "x.csv"))
+        assert result.exit_code == 0, result.output
+        assert len(elsewhere.requests_to("csv/recent/")) == 1
+        assert all("auth-key" not in r.headers for r in server.requests + elsewhere.requests)
+
+
+def test_a_trickling_answer_is_bounded_by_the_timeout(server: FakeThreatFox, tmp_path: Path) -> None:
+    server.script("api", Reply(200, {"query_status": "ok", "data": []}, drip=0.2))  # ~7 s in all
+    out = tmp_path / "x.json"
+    started = time.monotonic()
+    result = fetch(server, "--days", "1", "-o", str(out), "--timeout", "0.6", "--retries", "0")
+    assert time.monotonic() - started < 2.0
+    assert result.exit_code == 2, result.output
+    assert "timed out: the answer took longer than 0.6 s in all (1 attempt)" in result.output
+    assert leftovers(tmp_path) == [] and not out.exists()
+
+
+def test_a_fetch_removes_what_an_interrupted_one_left(server: FakeThreatFox, tmp_path: Path) -> None:
+    stale = [tmp_path / ".x.json.k2j3h4.tmp", tmp_path / ".x.json.zz.tmp"]
+    other = tmp_path / ".y.json.k2j3h4.tmp"  # another file's: not ours to remove
+    for path in (*stale, other):
+        path.write_text("partial")
+    result = fetch(server, "--days", "1", "-o", str(tmp_path / "x.json"))
+    assert result.exit_code == 0, result.output
+    assert leftovers(tmp_path) == [other.name]
+
+
+def test_sigterm_during_a_fetch_leaves_no_temporary_file(server: FakeThreatFox, tmp_path: Path) -> None:
+    server.script("api", Reply(200, {"query_status": "ok", "data": []}, delay=20))
+    argv = [sys.executable, "-m", "foxhunt.cli.app", "fetch", "--days", "1", "-o", str(tmp_path / "x.json"),
+            "--api-url", server.api_url]  # fmt: skip
+    env = {**os.environ, "THREATFOX_AUTH_KEY": GOOD_KEY, "NO_PROXY": "127.0.0.1,localhost"}
+    victim = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 20
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the fetch should be downloading into a temporary file"
+    victim.send_signal(signal.SIGTERM)
+    victim.wait(timeout=10)
+    assert victim.returncode != 0
+    assert leftovers(tmp_path) == []

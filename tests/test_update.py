@@ -347,3 +347,23 @@ def test_an_update_keeps_the_pack_formats_it_was_built_with(server: FakeThreatFo
     files = {entry["format"] for entry in manifest["files"]}
     assert {"sigma", "stix"} <= files
     assert all((packs / entry["path"]).is_file() for entry in manifest["files"])
+
+
+def test_a_lock_file_that_cannot_be_created_fails_at_once(server: FakeThreatFox, tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = update(server, "--days", "1", "--store", "/proc/a.duckdb", "--lock-timeout", "30")
+    assert time.monotonic() - started < 5  # not the lock timeout
+    assert result.exit_code == 2, result.output
+    assert "cannot create the lock file /proc/a.duckdb.lock" in result.output
+    assert "another foxhunt update" not in result.output
+    assert server.requests == []
+
+
+def test_update_redirect_loop_fails_in_words(server: FakeThreatFox, tmp_path: Path) -> None:
+    store = tmp_path / "store.duckdb"
+    result = runner.invoke(
+        app, ["update", "--days", "1", "--store", str(store), "--api-url", server.base_url + "/redirloop/"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "the API redirects (HTTP 302 Found) to /redirloop/" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

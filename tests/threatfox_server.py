@@ -5,7 +5,8 @@ By default it answers like ThreatFox from `FakeThreatFox.iocs` (API-style record
 ``malwareinfo``, ``taginfo``), and the public exports ``GET /export/csv/recent/`` (CSV text),
 ``/export/csv/full/`` (a zip holding ``full.csv``) and ``/export/json/recent/`` (object keyed by id), in the
 layouts described in ``shared/data/threatfox/README.md``. `script(route, Reply(...), ...)` queues answers
-that come first: an HTTP status, a ``Retry-After``, a delay, a body cut off before its Content-Length.
+that come first: an HTTP status, a ``Retry-After``, a delay, a body cut off before its Content-Length,
+a body trickled byte by byte; paths under ``/redirloop/`` redirect to themselves for ever.
 Every request is recorded in `requests`.
 """
 
@@ -27,6 +28,7 @@ GOOD_KEY = "good-key-0123456789"
 DUMP = "threatfox-2022-02-20.json"  # the bundled real get_iocs answer (452 IOCs, 20 families)
 API_PATH = "/api/v1/"
 EXPORT_PREFIX = "/export/"
+REDIRECT_LOOP = "/redirloop/"  # any path under it answers 302 to itself
 CSV_COLUMNS = (
     "first_seen_utc", "ioc_id", "ioc_value", "ioc_type", "threat_type", "fk_malware", "malware_alias",
     "malware_printable", "last_seen_utc", "confidence_level", "is_compromised", "reference", "tags",
@@ -46,13 +48,15 @@ BANNER = (
 @dataclass
 class Reply:
     """One scripted answer. `body`: bytes, text, or a JSON value; `cut_at`: send the Content-Length of the
-    whole body but only that many bytes of it, then close; `delay`: seconds before anything is sent."""
+    whole body but only that many bytes of it, then close; `delay`: seconds before anything is sent;
+    `drip`: send the body one byte at a time, this many seconds apart (a server that trickles)."""
 
     status: int = 200
     body: bytes | str | dict | list | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     cut_at: int | None = None
+    drip: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,8 @@ class FakeThreatFox:
         if request.path.startswith(EXPORT_PREFIX) and request.method == "GET":
             route = request.path[len(EXPORT_PREFIX) :]
             return self._next_scripted(route) or self.export_answer(route)
+        if request.path.startswith(REDIRECT_LOOP):  # a misconfigured server: redirects to itself
+            return Reply(302, "", {"Location": request.path})
         return Reply(404, "not found")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -289,7 +295,13 @@ class FakeThreatFox:
                     if reply.cut_at is not None:
                         self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(payload if reply.cut_at is None else payload[: reply.cut_at])
+                    sent = payload if reply.cut_at is None else payload[: reply.cut_at]
+                    if reply.drip:
+                        for n in range(len(sent)):
+                            self.wfile.write(sent[n : n + 1])
+                            self.wfile.flush()
+                            time.sleep(reply.drip)
+                    self.wfile.write(b"" if reply.drip else sent)
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
                     pass

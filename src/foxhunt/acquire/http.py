@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 
 from foxhunt import __version__
-from foxhunt.acquire.errors import NetworkError
+from foxhunt.acquire.errors import AcquireError, NetworkError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error answer kept for its message
-CHUNK = 64 * 1024
+MAX_REDIRECTS = 10
 USER_AGENT = f"foxhunt/{__version__}"
 #: Called with (bytes received, total bytes or None) while an answer downloads.
 Progress = Callable[[int, int | None], None]
@@ -96,7 +96,9 @@ class _Retry(Exception):
 
 
 class Downloader:
-    """Fetches answers to files. `timeout` (seconds) bounds connecting, each read and each write; the
+    """Fetches answers to files. `timeout` (seconds) bounds connecting, each read and each write, and
+    also each attempt as a whole (checked as the answer arrives, so a server that trickles data cannot
+    hold a download open forever). Redirects are followed only where `download` is told to; the
     transport can be replaced (``httpx.MockTransport``) and `sleep` is the module function above;
     `on_retry` is told each failed attempt that will be retried, in words."""
 
@@ -117,7 +119,8 @@ class Downloader:
             timeout=httpx.Timeout(timeout),
             transport=transport,
             headers={"User-Agent": USER_AGENT},
-            follow_redirects=True,
+            follow_redirects=False,
+            max_redirects=MAX_REDIRECTS,
         )
 
     def close(self) -> None:
@@ -138,14 +141,17 @@ class Downloader:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        follow_redirects: bool = False,
     ) -> Answer:
         """Send the request until it gets a final answer; a 2xx body is written to `target` (replaced on
-        each attempt). Raises `NetworkError` when every attempt failed."""
+        each attempt). A 3xx is a final answer unless `follow_redirects` (never give it with secret
+        headers: httpx keeps custom headers across origins). Raises `NetworkError` when every attempt
+        failed or the redirects loop, `AcquireError` for a URL httpx cannot use."""
         waits: list[float] = []
         reason = ""
         for attempt in range(1, self.policy.attempts + 1):
             try:
-                answer = self._attempt(method, url, target, json, headers, progress)
+                answer = self._attempt(method, url, target, json, headers, progress, follow_redirects)
             except _Retry as failure:
                 reason = failure.reason
                 if attempt == self.policy.attempts:
@@ -172,11 +178,15 @@ class Downloader:
         json: Any,
         headers: Mapping[str, str] | None,
         progress: Progress | None,
+        follow_redirects: bool,
     ) -> Answer:
         response: httpx.Response | None = None
         expected: int | None = None
+        deadline = time.monotonic() + self.timeout
         try:
-            with self._client.stream(method, url, json=json, headers=headers) as response:
+            with self._client.stream(
+                method, url, json=json, headers=headers, follow_redirects=follow_redirects
+            ) as response:
                 answer = Answer(url, response.status_code, response.reason_phrase, dict(response.headers))
                 if response.status_code in RETRY_STATUSES:
                     wait = retry_after(response.headers.get("Retry-After"))
@@ -185,12 +195,14 @@ class Downloader:
                         f"{what}: HTTP {response.status_code} {response.reason_phrase}".rstrip(), wait
                     )
                 if not answer.ok:
-                    answer.error_body = _read_limited(response)
+                    answer.error_body = _read_limited(response, self._check_deadline(deadline))
                     return answer
                 length = response.headers.get("Content-Length", "")
                 expected = int(length) if length.isdigit() else None
+                check = self._check_deadline(deadline)
                 with target.open("wb") as handle:
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():
+                        check()
                         handle.write(chunk)
                         answer.size += len(chunk)
                         if progress is not None:
@@ -206,13 +218,33 @@ class Downloader:
             raise _Retry(f"the server closed the connection without an answer ({exc})") from None
         except httpx.DecodingError as exc:
             raise _Retry(f"answer cannot be decoded ({exc})") from None
+        except httpx.TooManyRedirects:
+            raise NetworkError(
+                f"{url}: the server redirects in a loop (more than {MAX_REDIRECTS} redirects)"
+            ) from None
+        except httpx.UnsupportedProtocol as exc:
+            raise AcquireError(f"{url}: cannot use this URL ({exc})") from None
         except httpx.TransportError as exc:
             raise _Retry(f"cannot reach the server ({exc or type(exc).__name__})") from None
+        except httpx.InvalidURL as exc:
+            raise AcquireError(f"{url}: not a valid URL ({exc})") from None
+        except (httpx.HTTPError, httpx.StreamError) as exc:  # anything else httpx can raise
+            raise NetworkError(f"{url}: {exc or type(exc).__name__}") from None
+
+    def _check_deadline(self, deadline: float) -> Callable[[], None]:
+        """A check to call as data arrives: fails the attempt once it has run longer than `timeout`."""
+
+        def check() -> None:
+            if time.monotonic() > deadline:
+                raise _Retry(f"timed out: the answer took longer than {self.timeout:g} s in all")
+
+        return check
 
 
-def _read_limited(response: httpx.Response) -> bytes:
+def _read_limited(response: httpx.Response, check: Callable[[], None]) -> bytes:
     body = bytearray()
-    for chunk in response.iter_bytes(CHUNK):
+    for chunk in response.iter_bytes():
+        check()
         body += chunk
         if len(body) >= ERROR_BODY_LIMIT:
             break

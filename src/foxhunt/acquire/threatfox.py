@@ -163,9 +163,12 @@ def fetch_to_file(
     downloader: Downloader | None = None,
     on_retry: Callable[[str], None] | None = None,
 ) -> FetchResult:
-    """Fetch, validate and atomically save to `output`. Raises `AcquireError` (nothing written)."""
+    """Fetch, validate and atomically save to `output`. Raises `AcquireError` (nothing written).
+    Temporary files an interrupted fetch to `output` left beside it are removed first."""
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in output.parent.glob(f".{output.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
         fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     except OSError as exc:
         raise AcquireError(f"cannot write beside {output}: {exc.strerror or exc}") from None
@@ -228,9 +231,10 @@ def _fetch(
     try:
         if request.is_api:
             body = request.api_query()
+            # not following redirects: httpx would send the Auth-Key header on to any other origin
             answer = client.download("POST", url, temp, json=body, headers=headers, progress=progress)
         else:
-            answer = client.download("GET", url, temp, progress=progress)
+            answer = client.download("GET", url, temp, progress=progress, follow_redirects=True)
     finally:
         if downloader is None:
             client.close()
@@ -245,6 +249,13 @@ def _fetch(
 def _status_error(request: FetchRequest, answer: Answer) -> AcquireError:
     """The message for a final non-2xx answer."""
     status = f"HTTP {answer.status} {answer.reason}".rstrip()
+    if request.is_api and 300 <= answer.status < 400:
+        where = answer.headers.get("location") or answer.headers.get("Location") or "nowhere"
+        return HttpStatusError(
+            f"{answer.url}: the API redirects ({status}) to {where}; foxhunt does not follow API "
+            "redirects, so that the Auth-Key goes nowhere else: give the right URL as --api-url",
+            answer.status,
+        )
     query_status = _query_status(answer.error_body)
     if request.is_api and (answer.status in (401, 403) or query_status == "unknown_auth_key"):
         said = f" ({query_status})" if query_status else ""

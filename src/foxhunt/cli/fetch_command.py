@@ -7,12 +7,15 @@ Exit codes: 0 success; 2 a network, API, input, store or output problem (the mes
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -104,7 +107,7 @@ TimeoutOption = Annotated[
         "--timeout",
         min=0.1,
         metavar="SECONDS",
-        help="Connect and read timeout (no data for this long fails).",
+        help="Connect and read timeout (no data for this long fails), and the most one attempt may take.",
     ),
 ]
 RetriesOption = Annotated[
@@ -162,12 +165,35 @@ def _settings(
     for url, option in ((api_url, "--api-url"), (export_url, "--export-url")):
         if not url.startswith(("https://", "http://")):
             raise typer.BadParameter(f"not an http(s) URL: {url!r}", param_hint=option)
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as exc:
+            raise typer.BadParameter(f"not a valid URL: {url!r} ({exc})", param_hint=option) from None
+        if not host:
+            raise typer.BadParameter(f"no host in the URL {url!r}", param_hint=option)
     policy = RetryPolicy(attempts=retries + 1)
     return FetchSettings(api_url, export_url, (auth_key or "").strip() or None, timeout, policy)
 
 
 def _on_retry(message: str) -> None:
     err.print(f"foxhunt: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM stops the command like Ctrl-C does, so that temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -226,7 +252,7 @@ def fetch_command(
     request = _request(days, export, export_format, malware, tag, limit)
     settings = _settings(api_url, export_url, auth_key, timeout, retries)
     try:
-        with download_progress(f"fetching {request.describe()}") as bar:
+        with sigterm_as_interrupt(), download_progress(f"fetching {request.describe()}") as bar:
             result = fetch_to_file(request, output, settings, progress=bar, on_retry=_on_retry)
     except AcquireError as exc:
         raise _fail(f"{exc}; {output} left as it was" if output.exists() else str(exc)) from None
@@ -306,7 +332,7 @@ def update_command(
     vetter, ages = _vetting(no_vet, vet_policy, allowlist, max_age)
     path = store or default_store_path()
     try:
-        with store_lock(path, lock_timeout):
+        with sigterm_as_interrupt(), store_lock(path, lock_timeout):
             remove_leftovers(path)
             with download_progress(f"fetching {request.describe()}") as bar:
                 fetched = fetch_feed(request, path.parent, settings, progress=bar, on_retry=_on_retry)

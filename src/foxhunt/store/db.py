@@ -107,6 +107,8 @@ def store_lock(path: Path, timeout: float, *, required: bool = True) -> Iterator
     try:
         if required:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # filelock retries until its timeout on a lock file it cannot create: find out at once
+            os.close(os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644))
         lock.acquire()
     except Timeout:
         raise StoreLockedError(
