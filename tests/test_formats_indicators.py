@@ -183,3 +183,32 @@ def test_rpz_zone_answers_nxdomain_for_the_name_and_its_subdomains_only(tmp_path
     )
     soa = next(fields for fields in (line.split() for line in dump.stdout.splitlines()) if fields[3] == "SOA")
     assert int(soa[6]) == int(datetime(2026, 11, 30, tzinfo=UTC).timestamp())  # serial: the newest IOC time
+
+
+def test_rpz_leaves_out_names_too_long_under_the_documented_zone_name(tmp_path: Path) -> None:
+    """*.<domain>.rpz.foxhunt. has 16 octets more than <domain> in wire format: 239 characters fit in 255."""
+    labels = ".".join(["a" * 63, "b" * 63, "c" * 63])
+    fits = f"{labels}.{'d' * 39}.example"  # 239 characters
+    too_long = f"{labels}.{'e' * 40}.example"  # 240 characters: a valid domain, but not under the zone name
+    records = [{"id": "1", "ioc": fits, "ioc_type": "domain"},
+               {"id": "2", "ioc": too_long, "ioc_type": "domain"},
+               {"id": "3", "ioc": "bad-c2.example", "ioc_type": "domain"}]  # fmt: skip
+    assert (len(fits), len(too_long)) == (239, 240)
+    out = tmp_path / "pack"
+    result = build([_feed(tmp_path, records)], out, formats=("rpz", "hostfile"))
+    assert {ioc.value for ioc in result.feed.iocs} == {fits, too_long, "bad-c2.example"}
+    dump = subprocess.run(
+        [_checkzone(), "-D", "-o", "-", "rpz.foxhunt", str(out / "dns" / "foxhunt.rpz")],
+        capture_output=True,
+        text=True,
+    )
+    assert dump.returncode == 0, dump.stdout + dump.stderr
+    loaded = {
+        fields[0] for fields in (line.split() for line in dump.stdout.splitlines()) if fields[3] == "CNAME"
+    }
+    assert loaded == {f"{p}{name}.rpz.foxhunt." for name in (fits, "bad-c2.example") for p in ("", "*.")}
+    manifest = json.loads((out / "manifest.json").read_text())
+    (warning,) = manifest["warnings"]
+    assert warning.startswith(f"rpz: {too_long[:60]}") and "240 characters" in warning
+    counts = {entry["format"]: entry["count"] for entry in manifest["files"]}
+    assert counts == {"rpz": 2, "hostfile": 3}  # the hosts file has no such limit

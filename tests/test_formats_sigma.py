@@ -268,3 +268,41 @@ def test_convert_command_exit_codes_and_output(tmp_path: Path) -> None:
     build([_feed(tmp_path, FEED)], plain)
     result = runner.invoke(app, ["convert", "--to", "splunk", str(plain)])
     assert result.exit_code == 2 and "--format sigma" in result.stderr
+
+
+def test_convert_refuses_non_rule_yaml_and_bad_or_escaping_manifests(tmp_path: Path) -> None:
+    for number, text in enumerate(["- 1\n", "just a string\n", "42\n", "title: x\n---\n- 1\n"]):
+        path = tmp_path / f"r{number}.yml"
+        path.write_text(text)
+        result = runner.invoke(app, ["convert", "--to", "splunk", str(path)])
+        assert result.exit_code == 2 and str(path) in result.stderr and "not a Sigma rule" in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    pack, _ = real_pack()
+    (inside,) = [e for e in manifest_files(pack, "sigma") if "dns_query" in e["path"]][:1]
+    outside = tmp_path / "x" / "list.yml"
+    outside.parent.mkdir()
+    outside.write_text((pack / inside["path"]).read_text())  # a real rule, but outside the pack
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "link.yml").symlink_to(outside)
+    cases = {
+        "[1]": "not a foxhunt manifest",
+        '{"files": 3}': "not a foxhunt manifest",
+        '{"files": [1]}': "files entry 1 is not an object",
+        '{"files": [{"format": "sigma"}]}': "files entry 1 (sigma) has no 'path'",
+        '{"files": [{"format": "sigma", "path": "../x/list.yml"}]}': "'../x/list.yml' is outside the pack",
+        f'{{"files": [{{"format": "sigma", "path": "{outside}"}}]}}': "is outside the pack",
+        '{"files": [{"format": "sigma", "path": "/etc/passwd"}]}': "'/etc/passwd' is outside the pack",
+        '{"files": [{"format": "sigma", "path": "link.yml"}]}': "'link.yml' is outside the pack",
+        "{not json": "unreadable manifest.json",
+    }
+    for manifest, message in cases.items():
+        (fake / "manifest.json").write_text(manifest)
+        result = runner.invoke(app, ["convert", "--to", "splunk", str(fake)])
+        assert result.exit_code == 2, (manifest, result.output)
+        assert message in result.stderr and str(fake / "manifest.json") in result.stderr, result.stderr
+    # the same rule listed by a path inside the pack converts
+    (fake / "rule.yml").write_text(outside.read_text())
+    (fake / "manifest.json").write_text('{"files": [{"format": "sigma", "path": "./rule.yml"}]}')
+    result = runner.invoke(app, ["convert", "--to", "splunk", str(fake)])
+    assert result.exit_code == 0 and "QueryName" in result.stdout, result.output

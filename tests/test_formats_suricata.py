@@ -189,3 +189,73 @@ def test_suricata_alerts_on_exactly_the_planted_hits(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
     alerted = {event["src_port"] for event in events if event["event_type"] == "alert"}
     assert sorted(alerted) == sorted(port for port, _, hit in PLANTED if hit)
+
+
+# ---- hostile and oversized feed records ----------------------------------------------------------
+
+INJECTED_ID = '7/; classtype:trojan-activity; sid:1000001; rev:1;)\nalert ip any any -> any any (msg:"INJECTED"; reference:url,x'
+INJECTED_TEXT = 'x"; sid:1000002; rev:1;)\nalert ip any any -> any any (msg:"INJECTED"; reference:url,\\x'
+
+
+def _suricata_test(rules: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_suricata(), "-T", "-c", str(CONFIG), "-S", str(rules), "-l", str(rules.parent), "-v"],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_hostile_feed_text_cannot_inject_options_or_rules(tmp_path: Path) -> None:
+    base = {"threat_type": INJECTED_TEXT, "malware": INJECTED_TEXT, "malware_printable": INJECTED_TEXT,
+            "tags": [INJECTED_TEXT], "confidence_level": 90, "first_seen": "2026-11-20 10:00:00 UTC"}  # fmt: skip
+    records = [{**base, "id": INJECTED_ID, "ioc": "evil-c2.example", "ioc_type": "domain"},
+               {**base, "id": None, "ioc": "203.0.113.5:443", "ioc_type": "ip:port"},
+               {**base, "id": "12", "ioc": "http://bad.example/gate.php", "ioc_type": "url"}]  # fmt: skip
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps(records))
+    build([feed], tmp_path / "pack", formats=("suricata",))
+    rules_file = tmp_path / "pack" / "suricata" / "foxhunt.rules"
+    lines = [line for line in rules_file.read_text().splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 3 + 1 + 2 and all(
+        line.startswith("alert ") for line in lines
+    )  # domain, ip:port, url
+    # hostile text survives only as inert words inside msg: each line parses as one rule with the usual
+    # options, one sid (in the range) and one reference to a ThreatFox page
+    expected = ["msg", "reference", "classtype", "sid", "rev", "metadata"]
+    for rule in parse_file(str(rules_file)):
+        names = [option.name for option in rule.options]
+        assert [name for name in names if name in expected] == expected, rule.raw
+        assert SID_BASE <= int(rule.sid) < SID_BASE + SID_SPAN and not {'"', ";", "\\", "\n"} & set(rule.msg)
+        (reference,) = [option.value for option in rule.options if option.name == "reference"]
+        assert reference.startswith("url,threatfox.abuse.ch/browse/malware/x%22%3B") or reference == (
+            "url,threatfox.abuse.ch/ioc/12/"
+        )
+    assert len(parse_file(str(rules_file))) == 6
+    result = _suricata_test(rules_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 rules successfully loaded, 0 rules failed" in result.stdout + result.stderr
+
+
+def test_long_urls_shorten_msg_and_rules_suricata_refuses_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    long_url = "http://long.example/" + "a" * 3_880  # 3,900 characters: its rule fits once msg is shortened
+    huge_url = "http://huge.example/" + "b" * 7_980  # 8,000 characters: no rule would fit
+    base = {"threat_type": "botnet_cc", "malware": "win.testrat", "malware_printable": "TestRAT",
+            "confidence_level": 90, "first_seen": "2026-11-20 10:00:00 UTC"}  # fmt: skip
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps([{**base, "id": "1", "ioc": long_url, "ioc_type": "url"},
+                                {**base, "id": "2", "ioc": huge_url, "ioc_type": "url"},
+                                {**base, "id": "3", "ioc": "evil-c2.example", "ioc_type": "domain"}]))  # fmt: skip
+    build([feed], tmp_path / "pack", formats=("suricata",))
+    rules_file = tmp_path / "pack" / "suricata" / "foxhunt.rules"
+    rules = parse_file(str(rules_file))
+    assert len(rules) == 2 + 3 and all(len(rule.raw) < 8_192 for rule in rules)
+    long_rules = [rule for rule in rules if "long .example" in rule.msg]
+    assert len(long_rules) == 2 and all(len(rule.msg) < 300 and "..." in rule.msg for rule in long_rules)
+    assert not any("huge" in rule.raw for rule in rules)
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    (warning,) = manifest["warnings"]
+    assert "http://huge.example/" in warning and "8,000 characters" in warning
+    assert manifest["files"][0]["count"] == 5
+    result = _suricata_test(rules_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 rules successfully loaded, 0 rules failed" in result.stdout + result.stderr

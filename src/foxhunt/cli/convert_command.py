@@ -17,7 +17,6 @@ import yaml
 
 from foxhunt.cli.options import err
 from foxhunt.fsutil import atomic_write_text
-from foxhunt.render.formats import read_manifest_files
 from foxhunt.render.sigma import FORMAT as SIGMA
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT = 0, 1, 2
@@ -52,16 +51,43 @@ def _plugins() -> Any:
     return InstalledSigmaPlugins.autodiscover()
 
 
+def manifest_sigma_files(pack: Path) -> list[Path]:
+    """The Sigma files a pack's manifest.json lists, each checked to be a path inside the pack (symlinks
+    followed)."""
+    manifest_path = pack / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConvertError(f"{manifest_path}: unreadable manifest.json ({exc})") from None
+    entries = manifest.get("files", []) if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise ConvertError(
+            f"{manifest_path}: not a foxhunt manifest (expected an object with a 'files' list)"
+        )
+    root = pack.resolve()
+    files: list[Path] = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("format"), str):
+            raise ConvertError(f"{manifest_path}: files entry {number} is not an object with a 'format'")
+        if entry["format"] != SIGMA:
+            continue
+        listed = entry.get("path")
+        if not isinstance(listed, str) or not listed:
+            raise ConvertError(f"{manifest_path}: files entry {number} (sigma) has no 'path'")
+        path = (pack / listed).resolve()
+        if Path(listed).is_absolute() or not path.is_relative_to(root):
+            raise ConvertError(f"{manifest_path}: files entry {number} path {listed!r} is outside the pack")
+        files.append(pack / listed)
+    return files
+
+
 def sigma_files(inputs: list[Path]) -> list[Path]:
     """The Sigma files named: a pack (its manifest's sigma files), a directory (*.yml, *.yaml below it)
     or files."""
     files: list[Path] = []
     for item in inputs:
         if (item / "manifest.json").is_file():
-            try:
-                listed = read_manifest_files(item, SIGMA)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ConvertError(f"{item}: unreadable manifest.json ({exc})") from None
+            listed = manifest_sigma_files(item)
             if not listed:
                 raise ConvertError(f"{item}: the pack has no Sigma rules (build it with --format sigma)")
             files += listed
@@ -115,6 +141,14 @@ def convert_files(
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConvertError(f"{path}: cannot read ({exc})") from None
+        try:
+            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        except yaml.YAMLError as exc:
+            raise ConvertError(f"{path}: not a Sigma rule ({exc})") from None
+        if not documents or not all(isinstance(doc, dict) for doc in documents):
+            raise ConvertError(
+                f"{path}: not a Sigma rule (every YAML document must be a mapping of rule fields)"
+            )
         try:
             collection = SigmaCollection.from_yaml(text, collect_errors=True)
         except (SigmaError, yaml.YAMLError) as exc:

@@ -7,7 +7,9 @@
   semantics. Names are relative, so the zone can be loaded under any name (e.g. ``rpz.foxhunt``); the
   serial is the newest IOC time (Unix seconds), so a newer feed gives a higher serial.
 
-Only domain IOCs go in: a URL IOC's host or an ip:port IOC would block far more than the IOC.
+Only domain IOCs go in: a URL IOC's host or an ip:port IOC would block far more than the IOC. A domain
+whose wildcard owner name under the documented zone name (``*.<domain>.rpz.foxhunt.``) would pass DNS's
+255-octet limit is left out of the zone, with a warning: BIND refuses the whole zone over one such name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ from foxhunt.rules.families import Family
 HOSTFILE, RPZ = "hostfile", "rpz"
 SINK = "0.0.0.0"
 RPZ_TTL = 300
+RPZ_ORIGIN = "rpz.foxhunt"  # the zone name the README documents
+MAX_NAME_OCTETS = 255  # a domain name in wire format (RFC 1035 2.3.4)
+
+
+def _wire_octets(name: str) -> int:
+    """Octets of the absolute name in DNS wire format: a length byte per label, the labels, the root byte."""
+    return sum(1 + len(label.encode("ascii", "replace")) for label in name.strip(".").split(".")) + 1
+
+
+def _fits_rpz(name: str) -> bool:
+    return _wire_octets(f"*.{name}.{RPZ_ORIGIN}") <= MAX_NAME_OCTETS
 
 
 def _comment(text: str) -> str:
@@ -56,8 +69,14 @@ def render_hostfile(families: Sequence[Family], ctx: FormatContext) -> tuple[str
     return "\n".join(lines) + "\n", count
 
 
+def rpz_skipped(families: Sequence[Family]) -> list[str]:
+    """The domains too long for the zone under its documented name."""
+    return [name for _, names in _domains(families) for name in names if not _fits_rpz(name)]
+
+
 def render_rpz(families: Sequence[Family], ctx: FormatContext) -> tuple[str, int]:
-    pairs = _domains(families)
+    pairs = [(family, [n for n in names if _fits_rpz(n)]) for family, names in _domains(families)]
+    pairs = [(family, names) for family, names in pairs if names]
     count = sum(len(names) for _, names in pairs)
     seen = [utc(ioc.seen) for family, _ in pairs for ioc in family.iocs if ioc.seen]
     serial = int(max(seen).timestamp()) if seen else 1  # type: ignore[type-var,union-attr]
@@ -82,4 +101,9 @@ def write_hostfile(families: Sequence[Family], ctx: FormatContext) -> Written:
 
 def write_rpz(families: Sequence[Family], ctx: FormatContext) -> Written:
     text, count = render_rpz(families, ctx)
-    return Written([OutputFile("dns/foxhunt.rpz", text, RPZ, "rpz-zone", None, count)])
+    warnings = [
+        f"rpz: {name[:60]}... ({len(name)} characters) left out of the zone: *.{{name}}.{RPZ_ORIGIN}. would pass "
+        f"DNS's {MAX_NAME_OCTETS}-octet name limit, and BIND would refuse the whole zone"
+        for name in rpz_skipped(families)
+    ]
+    return Written([OutputFile("dns/foxhunt.rpz", text, RPZ, "rpz-zone", None, count)], warnings)

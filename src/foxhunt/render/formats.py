@@ -8,7 +8,6 @@ written (the pack's plans may be a generator), pack-level writers once at the en
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +126,3 @@ class FormatWriter:
         manifest["files"] = [file.manifest_entry() for file in self.files]
         if self.warnings:
             manifest["warnings"] = list(self.warnings)
-
-
-def read_manifest_files(pack: Path, format_name: str) -> list[Path]:
-    """The files of one format listed in a pack's manifest.json."""
-    manifest = json.loads((pack / "manifest.json").read_text(encoding="utf-8"))
-    return [pack / entry["path"] for entry in manifest.get("files", []) if entry["format"] == format_name]

@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from foxhunt.matching.semantics import ip_of
 from foxhunt.matching.variants import DOMAIN, IP_PORT, URL
@@ -52,6 +52,11 @@ SIGNATURE_SEVERITY = {
 }
 _LITERAL = re.compile(r"[\x21\x23-\x3a\x3c-\x5b\x5d-\x7b\x7d\x7e]")  # printable ASCII but space " ; \ |
 _META_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_MSG_UNSAFE = re.compile(r'[";\\\x00-\x1f\x7f-\x9f\u2028\u2029]+')  # ", ;, \, control characters, line breaks
+MAX_LINE = 8_192  # Suricata refuses a longer rule line, and with it the whole file
+# Suricata 7 with Hyperscan fails to compile (and refuses the whole file over) a longer content pattern
+MAX_CONTENT = 4_000
+MSG_VALUE_MAX = 200  # characters of the IOC value shown in msg; longer ones end with "..."
 
 
 class SidRangeFull(ValueError):
@@ -86,8 +91,11 @@ def content(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _msg_text(text: str) -> str:
-    return re.sub(r'[";\\\x00-\x1f]', " ", text)
+def _msg_text(text: str, limit: int | None = None) -> str:
+    """Feed text safe inside ``msg:"..."`` and on a comment line: one line, no ``"``, ``;`` or ``\\`` (each
+    run of them a space), cut to `limit` characters with "..."."""
+    clean = " ".join(_MSG_UNSAFE.sub(" ", text).split())
+    return clean if limit is None or len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def _meta(value: str) -> str:
@@ -122,11 +130,12 @@ def _metadata(ioc: Ioc, family: Family, level: str) -> str:
 
 
 def _reference(ioc: Ioc, family: Family) -> str:
-    url = (
-        f"threatfox.abuse.ch/ioc/{ioc.threatfox_id}/"
-        if ioc.threatfox_id
-        else threatfox_malware_url(family.malware)
-    )
+    """The ThreatFox page of the IOC (a numeric id only), else of its malware (percent-encoded): either way
+    only URL-safe characters, nothing that could end the option or the rule."""
+    if ioc.threatfox_id and str(ioc.threatfox_id).isascii() and str(ioc.threatfox_id).isdigit():
+        url = f"threatfox.abuse.ch/ioc/{ioc.threatfox_id}/"
+    else:
+        url = threatfox_malware_url(quote(family.malware, safe="._-~"))
     return "url," + url.removeprefix("https://")
 
 
@@ -134,8 +143,9 @@ def _ioc_rules(ioc: Ioc, family: Family, ctx: FormatContext) -> list[Rule]:
     """The rules of one IOC (none for hashes and non-http URLs)."""
     # names written "evil .com" in msg (the Emerging Threats convention): the rule text leaks no lookup-able name
     shown = ioc.value if ioc.ioc_type is IocType.IP_PORT else ioc.value.replace(".", " .")
-    base = (
-        f"FOXHUNT MALWARE {_msg_text(family.name)} {ioc.threat_type} {ioc.ioc_type.value} {_msg_text(shown)}"
+    base = _msg_text(
+        f"FOXHUNT MALWARE {_msg_text(family.name, 100)} {_msg_text(ioc.threat_type, 50)} {ioc.ioc_type.value} "
+        f"{_msg_text(shown, MSG_VALUE_MAX)}"
     )
     reference = _reference(ioc, family)
     key = f"{ioc.ioc_type.value}|{ioc.value}"
@@ -224,8 +234,32 @@ def pack_rules(families: Sequence[Family], ctx: FormatContext) -> list[tuple[Fam
     return grouped
 
 
+def _content_bytes(option: str) -> int:
+    """How many bytes a ``content:"..."`` option matches (literal characters, |hex| bytes)."""
+    parts = option.removeprefix('content:"').removesuffix('"').split("|")
+    return sum(len(part) if n % 2 == 0 else len(part.split()) for n, part in enumerate(parts))
+
+
+def _fits(rule: Rule) -> bool:
+    """Whether Suricata loads the rule: its line under the line limit (every sid has the range's 7 digits),
+    each content under the pattern limit."""
+    return len(render(rule, SID_BASE + SID_SPAN - 1).encode("utf-8")) < MAX_LINE and all(
+        _content_bytes(option) <= MAX_CONTENT for option in rule.body if option.startswith("content:")
+    )
+
+
 def write_pack(families: Sequence[Family], ctx: FormatContext) -> Written:
     grouped = pack_rules(families, ctx)
+    too_long = dict.fromkeys(
+        rule.key.rsplit("|", 1)[0] for _, rules in grouped for rule in rules if not _fits(rule)
+    )
+    warnings = [
+        f"suricata: no rule for the {key.split('|', 1)[0]} IOC {key.split('|', 1)[1][:100]}... "
+        f"({len(key.split('|', 1)[1]):,} characters): Suricata would refuse its rule, and with it the whole file, "
+        f"past {MAX_LINE:,} characters a line or {MAX_CONTENT:,} bytes a content pattern"
+        for key in too_long
+    ]
+    grouped = [(family, [rule for rule in rules if _fits(rule)]) for family, rules in grouped]
     sids = allocate_sids([rule.key for _, rules in grouped for rule in rules])
     lines = [
         "# foxhunt Suricata rules from abuse.ch ThreatFox (CC0). Sids 1500000-1999999 (local range).",
@@ -240,5 +274,6 @@ def write_pack(families: Sequence[Family], ctx: FormatContext) -> Written:
             OutputFile(
                 "suricata/foxhunt.rules", "\n".join(lines) + "\n", FORMAT, "suricata-rules", None, len(sids)
             )
-        ]
+        ],
+        warnings,
     )
