@@ -300,3 +300,18 @@ def test_a_family_name_with_line_breaks_cannot_break_out_of_a_kql_comment(tmp_pa
         assert all(
             line.startswith("//") for line in kql.splitlines() if 'Q"uote' in line or "evil" in line
         ), qid
+
+
+def test_the_page_shows_feed_text_inert(tmp_path: Path) -> None:
+    """Feed fields end up in a Markdown page: no raw HTML, no javascript: links, one-line headings."""
+    record = {"id": "1", "ioc": "bad-c2.example.com", "ioc_type": "domain", "threat_type": "botnet_cc",
+              "malware": "win.h", "malware_printable": "</script><script>alert(2)</script>\n# x",
+              "malware_malpedia": "javascript:alert(4)", "reference": "javascript:alert(3)",
+              "confidence_level": 80, "first_seen": "2026-11-01 00:00:00 UTC"}  # fmt: skip
+    feed = tmp_path / "feed.json"
+    feed.write_text(json.dumps([record]))
+    build([feed], tmp_path / "out")
+    page = next((tmp_path / "out").glob("*/README.md")).read_text()
+    prose = "".join(part for n, part in enumerate(page.split("```")) if n % 2 == 0)  # code blocks are inert
+    assert "<script>" in page and "<script>" not in prose and "](javascript:" not in page
+    assert page.startswith("# &lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt; # x: ThreatFox hunting pack\n")

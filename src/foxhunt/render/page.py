@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from foxhunt.catalog import load_catalog
@@ -27,12 +28,27 @@ def _date(ioc_time) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _text(text).replace("|", "\\|")
+
+
+def _text(text: str) -> str:
+    """Feed text (a family name) as inert Markdown: one line, no raw HTML."""
+    return " ".join(text.split()).replace("<", "&lt;").replace(">", "&gt;")
+
+
+_WEB_URL = re.compile(r"https?://[^\s()<>\[\]`]+", re.IGNORECASE)
+
+
+def _link(label: str, url: str | None) -> str:
+    """A Markdown link to a feed URL; only plain http(s) URLs become links (no javascript: and the like)."""
+    if not url:
+        return "-"
+    return f"[{label}]({url})" if _WEB_URL.fullmatch(url) else f"`{_cell(defang(url))}`"
 
 
 def _ioc_row(ioc: Ioc) -> str:
     confidence = "-" if ioc.confidence is None else f"{ioc.confidence}%"
-    reference = f"[link]({ioc.reference})" if ioc.reference else "-"
+    reference = _link("link", ioc.reference)
     return (
         f"| {ioc.ioc_type.value} | `{_cell(defang(ioc.value))}` | {ioc.threat_type} | {_date(ioc.first_seen)} | "
         f"{_date(ioc.last_seen)} | {confidence} | {reference} |"
@@ -45,15 +61,15 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _description(plan: FamilyPlan) -> list[str]:
     family = plan.family
-    lines = [f"# {family.name}: ThreatFox hunting pack", ""]
+    lines = [f"# {_text(family.name)}: ThreatFox hunting pack", ""]
     facts = [f"ThreatFox malware id `{family.malware}`"]
     if family.aliases:
         facts.append("aliases " + ", ".join(family.aliases))
     if family.malpedia:
-        facts.append(f"[Malpedia entry]({family.malpedia})")
+        facts.append(_link("Malpedia entry", family.malpedia))
     lines.append(
         f"Hunting queries and Microsoft Sentinel analytics rules for the {iocs_count(len(family.iocs))} that abuse.ch "
-        f"ThreatFox lists for **{family.name}** ({'; '.join(facts)}). ThreatFox classifies them as: "
+        f"ThreatFox lists for **{_text(family.name)}** ({'; '.join(facts)}). ThreatFox classifies them as: "
         f"{_counts(family.threat_types)}."
     )
     lines.append("")
@@ -64,7 +80,7 @@ def _summary(plan: FamilyPlan) -> list[str]:
     family = plan.family
     confidences = [i.confidence for i in family.iocs if i.confidence is not None]
     firsts = [i.first_seen for i in family.iocs if i.first_seen]
-    lines = ["## IOC summary", "", "| | |", "|---|---|", f"| Malware family | {family.name} |"]
+    lines = ["## IOC summary", "", "| | |", "|---|---|", f"| Malware family | {_cell(family.name)} |"]
     lines.append(f"| Total IOCs | {len(family.iocs)} |")
     lines.append(f"| IOC types | {_counts(family.ioc_types)} |")
     lines.append(f"| Threat types | {_counts(family.threat_types)} |")
