@@ -314,4 +314,6 @@ def test_the_page_shows_feed_text_inert(tmp_path: Path) -> None:
     page = next((tmp_path / "out").glob("*/README.md")).read_text()
     prose = "".join(part for n, part in enumerate(page.split("```")) if n % 2 == 0)  # code blocks are inert
     assert "<script>" in page and "<script>" not in prose and "](javascript:" not in page
-    assert page.startswith("# &lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt; # x: ThreatFox hunting pack\n")
+    assert page.startswith(
+        "# &lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt; # x: ThreatFox hunting pack\n"
+    )
