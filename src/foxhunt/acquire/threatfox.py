@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,19 +170,15 @@ def fetch_to_file(
         output.parent.mkdir(parents=True, exist_ok=True)
         for leftover in output.parent.glob(f".{output.name}.*.tmp"):
             leftover.unlink(missing_ok=True)
-        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     except OSError as exc:
         raise AcquireError(f"cannot write beside {output}: {exc.strerror or exc}") from None
-    os.close(fd)
-    temp = Path(name)
-    try:
+    with _temporary_file(output.parent, f".{output.name}.") as temp:
         result = _fetch(request, temp, settings, progress, downloader, on_retry)
-        give_normal_mode(temp)
-        os.replace(temp, output)
-    except OSError as exc:
-        raise AcquireError(f"cannot write {output}: {exc.strerror or exc}") from None
-    finally:
-        temp.unlink(missing_ok=True)
+        try:
+            give_normal_mode(temp)
+            os.replace(temp, output)
+        except OSError as exc:
+            raise AcquireError(f"cannot write {output}: {exc.strerror or exc}") from None
     result.path = output
     return result
 
@@ -196,21 +193,28 @@ def fetch_feed(
     on_retry: Callable[[str], None] | None = None,
 ) -> FetchResult:
     """Fetch and validate into a temporary file in `workdir`, deleted afterwards: the IOCs only."""
+    with _temporary_file(workdir, ".foxhunt-fetch.") as temp:
+        result = _fetch(request, temp, settings, progress, downloader, on_retry)
+    result.path = None
+    return result
+
+
+@contextmanager
+def _temporary_file(directory: Path, prefix: str) -> Iterator[Path]:
+    """A new empty file in `directory`, removed on the way out; OSErrors become `AcquireError`s."""
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=workdir, prefix=".foxhunt-fetch.", suffix=".tmp")
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+        os.close(fd)
     except OSError as exc:
-        raise AcquireError(f"cannot write a temporary file in {workdir}: {exc.strerror or exc}") from None
-    os.close(fd)
+        raise AcquireError(f"cannot write a temporary file in {directory}: {exc.strerror or exc}") from None
     temp = Path(name)
     try:
-        result = _fetch(request, temp, settings, progress, downloader, on_retry)
+        yield temp
     except OSError as exc:
         raise AcquireError(f"cannot write {temp}: {exc.strerror or exc}") from None
     finally:
         temp.unlink(missing_ok=True)
-    result.path = None
-    return result
 
 
 def _fetch(
