@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from foxhunt.catalog import load_catalog
 from foxhunt.feeds import read_feeds
-from foxhunt.fsutil import replace_dir, staging_dir
+from foxhunt.fsutil import staging_dir, swap_in
 from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import DEFAULT_FORMATS, write_pack
 from foxhunt.render.vetting import VettingNote
@@ -150,17 +149,20 @@ def build_feed(
         staged = staging_dir(out)
     except OSError as exc:
         raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
+    sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
+    max_age = vetter.max_age if vetter is not None else None  # expiry times of the other formats
     try:
-        sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
-        max_age = vetter.max_age if vetter is not None else None  # expiry times of the other formats
-        result.manifest = write_pack(
-            staged, plans, sources, feed.rejects, notes, formats, max_age, allowlist=_allowlist_text(vetter)
-        )
-        replace_dir(staged, out)
+        with swap_in(staged, out):
+            result.manifest = write_pack(
+                staged,
+                plans,
+                sources,
+                feed.rejects,
+                notes,
+                formats,
+                max_age,
+                allowlist=_allowlist_text(vetter),
+            )
     except OSError as exc:
-        shutil.rmtree(staged, ignore_errors=True)
         raise OutputError(f"cannot write {out}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return result

@@ -7,6 +7,8 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RENAME_EXCHANGE = 2  # linux/fs.h
@@ -80,3 +82,15 @@ def replace_dir(staged: Path, target: Path) -> None:
         os.replace(previous, target)
         raise
     shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextmanager
+def swap_in(staged: Path, target: Path) -> Iterator[Path]:
+    """Fill `staged` (from `staging_dir(target)`) in the block; it replaces `target` when the block ends
+    normally (`replace_dir`) and is removed when anything is raised, `target` left as it was."""
+    try:
+        yield staged
+        replace_dir(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise

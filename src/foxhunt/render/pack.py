@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,6 +11,7 @@ from foxhunt.model import Ioc, Reject
 from foxhunt.render.formats import DEFAULT_FORMATS as DEFAULT_FORMATS  # re-exported: sentinel + the others
 from foxhunt.render.formats import FORMATS as FORMATS
 from foxhunt.render.formats import FormatWriter
+from foxhunt.render.outputs import csv_text
 from foxhunt.render.page import render_page
 from foxhunt.render.sentinel import ArmBatch, ArmBatcher, render_rule_yaml
 from foxhunt.render.vetting import VettingNote, render_vetting
@@ -25,14 +24,6 @@ IOC_COLUMNS = (
     "ioc_type", "value", "threat_type", "malware", "malware_printable", "confidence",
     "first_seen", "last_seen", "threatfox_id", "reference", "tags", "reporter",
 )  # fmt: skip
-
-
-def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _ioc_row(ioc: Ioc) -> tuple[object, ...]:
@@ -79,8 +70,8 @@ def write_family(
              "format": "sentinel-yaml", "severity": rule.severity}
         )  # fmt: skip
     for watchlist in plan.watchlists:
-        _write(root, f"{slug}/watchlists/{watchlist.alias}.csv", _csv(WATCHLIST_COLUMNS, watchlist.rows))
-    _write(root, f"{slug}/iocs.csv", _csv(IOC_COLUMNS, [_ioc_row(i) for i in plan.family.iocs]))
+        _write(root, f"{slug}/watchlists/{watchlist.alias}.csv", csv_text(WATCHLIST_COLUMNS, watchlist.rows))
+    _write(root, f"{slug}/iocs.csv", csv_text(IOC_COLUMNS, [_ioc_row(i) for i in plan.family.iocs]))
     tables = sorted({q.table for q in plan.hunting})
     threat_types = sorted(plan.family.threat_types)
     scenarios = scenarios_for(sorted(plan.family.ioc_types), tables, threat_types)
@@ -179,7 +170,7 @@ def write_pack(
         _write(
             root,
             "rejected.csv",
-            _csv(
+            csv_text(
                 ("file", "record", "reason", "value"),
                 [(r.file, r.record, r.reason, r.value) for r in rejects],
             ),

@@ -20,7 +20,7 @@ from pathlib import Path
 from foxhunt import __version__
 from foxhunt.catalog import load_catalog
 from foxhunt.catalog.scenarios import FpScenario, scenarios_for
-from foxhunt.fsutil import replace_dir, staging_dir
+from foxhunt.fsutil import staging_dir, swap_in
 from foxhunt.site.packdata import Download, Pack, PackFamily, RuleFile, SiteError, format_label, load_pack
 from foxhunt.site.templating import STATIC_FILES, environment, static_text
 
@@ -239,16 +239,12 @@ def build_site(pack_dir: Path, target: Path) -> SiteSummary:
     except OSError as exc:
         raise SiteError(f"{target}: cannot write here ({exc})") from None
     try:
-        pages = _render(pack, staged)
-        marker = {"kind": SITE_KIND, "generator": f"foxhunt {__version__}", "families": len(pack.families),
-                  "iocs": pack.ioc_count}  # fmt: skip
-        _write(staged, SITE_MARKER, json.dumps(marker, indent=2) + "\n")
-        replace_dir(staged, target)
+        with swap_in(staged, target):
+            pages = _render(pack, staged)
+            marker = {"kind": SITE_KIND, "generator": f"foxhunt {__version__}", "families": len(pack.families),
+                      "iocs": pack.ioc_count}  # fmt: skip
+            _write(staged, SITE_MARKER, json.dumps(marker, indent=2) + "\n")
     except OSError as exc:
-        shutil.rmtree(staged, ignore_errors=True)
         raise SiteError(f"{target}: cannot write the site ({exc})") from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     downloads = len(pack.downloads) + sum(len(f.downloads) for f in pack.families)
     return SiteSummary(target, len(pack.families), pack.ioc_count, pages, downloads)
