@@ -791,3 +791,103 @@ def test_csv_reject_values_are_shown_escaped(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", csv_export([]) + csv_line(row[:-1]))
     (reject,) = read_feeds([path]).rejects
     assert (reject.reason, reject.value) == ("expected 15 fields, got 14", "http://evil.com/\\x01")
+
+
+# ---------------------------------------------------------------- a large CSV read on two cores
+
+
+@pytest.fixture
+def split_everything(monkeypatch) -> None:
+    """Split every plain CSV, however small (the real threshold is SPLIT_MIN_BYTES)."""
+    monkeypatch.setattr("foxhunt.feeds.readers.SPLIT_MIN_BYTES", 0)
+
+
+def mixed_export(count: int) -> str:
+    """Valid IOCs with a bad record every 37 rows and a comment line in the middle."""
+    records = [api_record(str(n), f"10.{n // 250}.{n % 250}.1:{n % 3 + 80}") for n in range(count)]
+    for n in range(5, count, 37):
+        records[n]["ioc"] = f"10.0.{n % 250}.1:0"  # port 0: rejected
+    text = csv_export(records)
+    middle = text.index("\n", len(text) // 3) + 1
+    return text[:middle] + "# a comment between rows\n" + text[middle:]
+
+
+def read_both_ways(path: Path, monkeypatch) -> tuple[list, list]:
+    split_read = list(iter_feed(path))
+    monkeypatch.setattr("foxhunt.feeds.readers.SPLIT_MIN_BYTES", 10**15)
+    return split_read, list(iter_feed(path))
+
+
+def test_a_split_read_gives_the_records_numbers_and_rejects_of_one_read(
+    tmp_path: Path, split_everything, monkeypatch
+) -> None:
+    from foxhunt.feeds.readers import _split_offset
+
+    path = write(tmp_path / "full.csv", mixed_export(600))
+    assert 0 < _split_offset(path) < path.stat().st_size
+    split_read, whole_read = read_both_ways(path, monkeypatch)
+    assert split_read == whole_read
+    iocs, rejects = split(whole_read)
+    assert len(iocs) == 600 - len(rejects) and len(rejects) == len(range(5, 600, 37))
+    assert [r.record for r in rejects] == [n + 1 for n in range(5, 600, 37)]  # numbered across the split
+
+
+def test_a_quoted_field_across_the_split_point_reads_as_one_file(
+    tmp_path: Path, split_everything, monkeypatch
+) -> None:
+    from foxhunt.feeds.readers import _split_offset
+
+    text = mixed_export(400)
+    path = write(tmp_path / "full.csv", text)
+    offset = _split_offset(path)
+    # the line before the split point opens a quoted field that the next lines close
+    before = text.encode().rindex(b"\n", 0, offset - 1) + 1
+    row = list(csv_row(api_record("quoted", "1.1.1.1:81")).values())
+    row[11] = "line one\nline two\n" + "padding " * 20 + "\nline three"
+    spanning = (text.encode()[:before] + csv_line(row).encode() + text.encode()[before:]).decode()
+    write(path, spanning)
+    offset = _split_offset(path)
+    raw = path.read_bytes()
+    assert raw[:offset].count(b'"') % 2 == 1  # the split point is inside the quoted field
+    split_read, whole_read = read_both_ways(path, monkeypatch)
+    assert split_read == whole_read
+    assert any(isinstance(i, Ioc) and i.threatfox_id == "quoted" for i in whole_read)
+
+
+def test_a_reader_process_that_dies_has_its_part_read_here(
+    tmp_path: Path, split_everything, monkeypatch
+) -> None:
+    import os
+    import signal
+
+    from foxhunt.feeds.split import ForkedCall
+
+    real_result = ForkedCall.result
+    killed: list[int] = []
+
+    def killed_first(self: ForkedCall) -> object:
+        os.kill(self.pid, signal.SIGKILL)
+        killed.append(self.pid)
+        return real_result(self)
+
+    path = write(tmp_path / "full.csv", mixed_export(300))
+    monkeypatch.setattr(ForkedCall, "result", killed_first)
+    split_read = list(iter_feed(path))
+    monkeypatch.undo()
+    assert killed
+    assert split_read == list(iter_feed(path))
+
+
+def test_an_unreadable_tail_of_a_split_file_is_a_feed_error(
+    tmp_path: Path, split_everything, monkeypatch
+) -> None:
+    from foxhunt.feeds.readers import _split_offset
+
+    monkeypatch.setattr("foxhunt.feeds.readers.HEAD_SHARE", 0.001)
+    row = list(csv_row(api_record("1")).values())
+    row[2] = "x" * (16 * 1024 * 1024 + 1)
+    good = mixed_export(300)
+    path = write(tmp_path / "absurd.csv", good + csv_line(row))
+    assert good.index("10.0.1.1") < _split_offset(path) < len(good)  # the absurd row is in the child's part
+    with pytest.raises(FeedError, match=r"absurd\.csv: unreadable CSV \(field larger than field limit"):
+        read_feeds([path])

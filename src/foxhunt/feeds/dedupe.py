@@ -14,10 +14,10 @@ NEVER_SEEN = datetime.min.replace(tzinfo=UTC)
 def _keep_latest(kept: dict[Hashable, Ioc], key: Hashable, ioc: Ioc) -> None:
     """Store `ioc` under `key` unless what is there was seen later. `ioc` must be read after every IOC
     in `kept`, so on a tie it wins; a replaced key is inserted anew, so that `kept` stays in read order."""
-    current = kept.get(key)
-    if current is None:
-        kept[key] = ioc
-    elif (ioc.seen or NEVER_SEEN) >= (current.seen or NEVER_SEEN):
+    current = kept.setdefault(key, ioc)
+    if current is not ioc and (ioc.last_seen or ioc.first_seen or NEVER_SEEN) >= (
+        current.last_seen or current.first_seen or NEVER_SEEN
+    ):
         del kept[key]
         kept[key] = ioc
 

@@ -8,10 +8,11 @@ import io
 import json
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from itertools import chain
-from operator import itemgetter
+from dataclasses import replace
+from itertools import chain, takewhile
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +21,7 @@ from foxhunt.feeds.records import (
     CSV_FIELDS,
     EXPORT_FIELDS,
     FIELD_ORDER,
+    IOC_FIELDS,
     FieldNames,
     has_undecodable,
     plain_types,
@@ -28,6 +30,7 @@ from foxhunt.feeds.records import (
     undecodable_field,
     wrong_type,
 )
+from foxhunt.feeds.split import SPLIT_MIN_BYTES, ChildFailed, ForkedCall, Prefix, can_fork, line_start_after
 from foxhunt.model import Ioc, Reject
 
 FORMATS = ("api", "csv", "json")
@@ -62,6 +65,10 @@ def iter_feed(path: str | Path, fmt: str | None = None) -> Iterator[Ioc | Reject
 
 def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Reject]:
     try:
+        offset = _split_offset(path) if fmt in (None, "csv") else None
+        if offset is not None:
+            yield from _read_csv_in_two(path, source, offset)
+            return
         with open_text(path, source) as lines:
             yield from _parse(lines, source, fmt)
     except FileNotFoundError:
@@ -119,10 +126,15 @@ def _parse(lines: IO[str], source: str, fmt: str | None) -> Iterator[Ioc | Rejec
         raise FeedError(f"{source}: not a ThreatFox API answer, CSV or JSON export (starts with {first!r})")
 
 
-def read_csv(lines: Iterable[str], source: str) -> Iterator[Ioc | Reject]:
+def read_csv(
+    lines: Iterable[str], source: str, end_marker: str | None = None
+) -> Generator[Ioc | Reject, None, tuple[int, bool]]:
     """A CSV export: columns by name from the commented header, else `CSV_COLUMNS`; rows numbered
     from 1, comment and blank lines not counted. A row of the wrong width or with bytes that are not
-    UTF-8 is rejected alone."""
+    UTF-8 is rejected alone.
+
+    Returns (rows numbered, whether the last line was `end_marker` as a row of its own: the lines
+    before it ended on a record boundary, see `feeds.split`)."""
     lines = iter(lines)
     columns = CSV_COLUMNS
     first_line: list[str] = []
@@ -148,10 +160,92 @@ def read_csv(lines: Iterable[str], source: str) -> Iterator[Ioc | Reject]:
                 continue
             row.append("")
             yield to_ioc(pick(row), source, number)
+        elif end_marker is not None and row == [end_marker]:
+            return number, True
         elif any(field.strip() for field in row):  # a blank line is [] or [""]
             number += 1
             value = row[value_index] if value_index < len(row) else ""
             yield reject(source, number, f"expected {width} fields, got {len(row)}", value)
+    return number, False
+
+
+# ---- a large plain CSV export on two cores (feeds/split.py) ----------------------------------------
+
+HEAD_SHARE = 0.5  # of the bytes read here (measured best: the child also pickles, this process unpickles)
+END_MARKER = (
+    "foxhunt:end-of-head"  # a line of its own after the head: parsed alone iff the head ended a record
+)
+_IOC_VALUES = attrgetter(*IOC_FIELDS)
+
+
+def _split_offset(path: Path) -> int | None:
+    """Where to split a plain CSV export of `SPLIT_MIN_BYTES` or more (a line start), else None."""
+    if path.suffix.lower() in (".zip", ".gz") or not can_fork():
+        return None
+    try:
+        size = path.stat().st_size
+        if size < SPLIT_MIN_BYTES:
+            return None
+        with path.open("rb") as raw:
+            start = raw.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+            if start[:1] not in (b"#", b'"') or start.startswith((ZIP_MAGIC, GZIP_MAGIC)):
+                return None
+            offset = line_start_after(raw, int(size * HEAD_SHARE))
+    except OSError:
+        return None  # the usual path reports it
+    return offset if offset < size else None
+
+
+def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Reject]:
+    """The same records, numbers and rejects as `read_csv` over the whole file: the bytes from
+    `offset` on are read by a forked child while this process reads the head. A head that does not end
+    on a record boundary (a quoted field spanning the split) is read again as one file; a child that
+    fails has its part read here (raising whatever made it fail)."""
+    with open_text(path, source) as lines:
+        preamble = list(takewhile(lambda line: line.startswith("#") or line.isspace(), lines))
+    with ForkedCall(_tail, path, source, offset, preamble) as tail:
+        with path.open("rb") as raw:
+            text = io.TextIOWrapper(
+                io.BufferedReader(Prefix(raw, offset)),
+                encoding="utf-8-sig",
+                errors="surrogateescape",
+                newline="",
+            )
+            head: list[Ioc | Reject] = []
+            reader = read_csv(chain(text, [END_MARKER + "\n"]), source, END_MARKER)
+            while True:
+                try:
+                    head.append(next(reader))
+                except StopIteration as stop:
+                    numbered, on_boundary = stop.value
+                    break
+        if not on_boundary or sum(map(len, preamble)) >= offset:
+            with open_text(path, source) as lines:
+                yield from _parse(lines, source, "csv")
+            return
+        yield from head
+        del head
+        try:
+            rows = tail.result()
+        except ChildFailed:
+            rows = _tail(path, source, offset, preamble)
+    for row in rows:  # type: ignore[attr-defined]
+        if type(row) is tuple:
+            yield Ioc(*row)
+        else:
+            yield replace(row, record=row.record + numbered)
+
+
+def _tail(path: Path, source: str, offset: int, preamble: list[str]) -> list[tuple | Reject]:
+    """The records from byte `offset` on (after the file's comment header), IOCs as field tuples
+    (cheaper to pickle), rows numbered from 1."""
+    with path.open("rb") as raw:
+        raw.seek(offset)
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        return [
+            _IOC_VALUES(item) if type(item) is Ioc else item
+            for item in read_csv(chain(preamble, text), source)
+        ]
 
 
 def _header_columns(comment: str) -> tuple[str, ...] | None:
