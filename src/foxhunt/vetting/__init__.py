@@ -188,6 +188,7 @@ class Vetter:
         self._cutoffs = self.max_age.cutoffs(self.now)
         self._categories: list[Category] = [self.policy.category_of(info.name) for info in self.index.lists]
         self._resolved: dict[tuple[int, str], tuple[tuple[int, str], ...]] = {}
+        self._notes: dict[tuple[str, tuple[str, ...]], str] = {}  # see note()
         self._psl = public_suffixes()
         self._segments = self.index.segments
         self._url_prefixes = self.index.url_prefixes
@@ -447,17 +448,24 @@ class Vetter:
         return self.policy.category_of(reason)
 
     def note(self, verdict: Verdict) -> str:
-        """A short sentence for a flagged or dropped IOC: ``flagged: shared-hosting (lots-project), ...``."""
+        """A short sentence for a flagged or dropped IOC: ``flagged: shared-hosting (lots-project), ...``.
+
+        Kept per (verdict, reasons): a list's category is fixed, so a million IOCs dropped for their
+        age share one note."""
         if verdict.verdict == KEEP:
             return ""
-        groups: dict[str, list[str]] = {}
-        for match in verdict.matches:
-            if match.action == verdict.verdict:
-                names = groups.setdefault(match.category, [])
-                if match.name not in names:
-                    names.append(match.name)
-        listed = "; ".join(f"{category} ({', '.join(names)})" for category, names in groups.items())
-        return f"{'flagged' if verdict.verdict == FLAG else 'dropped'}: {listed}"
+        key = (verdict.verdict, verdict.reasons)
+        note = self._notes.get(key)
+        if note is None:
+            groups: dict[str, list[str]] = {}
+            for match in verdict.matches:
+                if match.action == verdict.verdict:
+                    names = groups.setdefault(match.category, [])
+                    if match.name not in names:
+                        names.append(match.name)
+            listed = "; ".join(f"{category} ({', '.join(names)})" for category, names in groups.items())
+            note = self._notes[key] = f"{'flagged' if verdict.verdict == FLAG else 'dropped'}: {listed}"
+        return note
 
 
 _KIND_OF_TYPE = {
