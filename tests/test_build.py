@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from foxhunt.build import build
+from foxhunt.build import OutputError, build
 from foxhunt.cli.app import app
-from foxhunt.fsutil import atomic_write_text
+from foxhunt.fsutil import BackgroundWriter, atomic_write_text
 from foxhunt.rules.planner import QUERY_LIMIT
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "threatfox"
@@ -162,6 +165,54 @@ def test_failed_build_leaves_previous_output_intact(dump_pack: Path, tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["packs"]  # no staging directory left behind
 
 
+def test_a_write_failing_in_the_background_fails_the_build_and_keeps_the_old_pack(
+    tmp_path: Path, monkeypatch
+) -> None:
+    out = tmp_path / "packs"
+    build([DUMP_2022], out)
+    before = tree_digest(out)
+    real_write = BackgroundWriter._write
+    written: list[Path] = []
+
+    def disk_fills_up(self, path: Path, text: str) -> None:
+        if len(written) == 40:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+        real_write(self, path, text)
+
+    monkeypatch.setattr(BackgroundWriter, "_write", disk_fills_up)
+    with pytest.raises(OutputError, match="No space left on device"):
+        build([DUMP_2022], out)
+    assert len(written) == 40  # the writer stopped at the failure, it did not go on writing
+    assert tree_digest(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["packs"]
+
+
+def test_background_writer_writes_every_file_in_order_within_its_memory_bound(tmp_path: Path) -> None:
+    texts = {f"f{i % 7}/{i}.txt": f"{i}\n" * (i % 50) for i in range(500)}
+    with BackgroundWriter(tmp_path, max_pending=64) as writer:
+        for relative, text in texts.items():
+            writer.write(relative, text)
+            assert writer._pending <= max(64, len(text))
+    assert {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.rglob("*.txt")} == texts
+    with BackgroundWriter(tmp_path) as writer:  # a later write of the same path wins
+        writer.write("f0/0.txt", "first")
+        writer.write("f0/0.txt", "second")
+    assert (tmp_path / "f0" / "0.txt").read_text() == "second"
+
+
+def test_background_writer_raises_a_failed_write_at_the_next_call(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should go")
+    writer = BackgroundWriter(tmp_path)
+    writer.write("taken/x.txt", "text")
+    with pytest.raises(OSError):
+        for _ in range(1000):  # the failure reaches the producer as soon as the thread has hit it
+            writer.write("ok.txt", "text")
+            writer._thread.join(0.01)
+    with pytest.raises(OSError):
+        writer.close()
+
+
 runner = CliRunner()
 
 
@@ -192,6 +243,28 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
         )
         assert strict.exit_code == 1
         assert "record 1" in strict.output and "138.124.79.256" in strict.output
+
+
+@pytest.mark.skipif(not SEED_CSV.exists(), reason="shared seed CSV not available")
+def test_the_console_script_flushes_its_output_and_keeps_its_exit_code(tmp_path: Path) -> None:
+    """`main` ends a build without freeing what it built (os._exit): the piped summary must be whole
+    and the exit codes those of the command."""
+    script = Path(sys.executable).with_name("foxhunt")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "foxhunt.cli.app"]
+    ok = subprocess.run(
+        [*command, "build", "--no-vet", str(DUMP_2022), "-o", str(tmp_path / "o"), "--summary", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["iocs"] == 452
+    bad = tmp_path / "bad.csv"
+    bad.write_text(SEED_CSV.read_text().replace("138.124.79.146:443", "138.124.79.256:443"))
+    strict = subprocess.run(
+        [*command, "build", "--no-vet", str(bad), "-o", str(tmp_path / "s"), "--strict", "--summary", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert strict.returncode == 1
+    assert json.loads(strict.stdout)["rejected"] == 1 and "138.124.79.256" in strict.stderr
 
 
 def test_filters_select_iocs(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from foxhunt.catalog import load_catalog
-from foxhunt.feeds import read_feeds
+from foxhunt.feeds import cyclic_gc_paused, long_lived_frozen, read_feeds
 from foxhunt.fsutil import staging_dir, swap_in
 from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import DEFAULT_FORMATS, write_pack
@@ -64,8 +64,9 @@ def _vet(
     flags (lower severity) and the allowlist's table exclusions into the rules."""
     result = vetter.vet_all(iocs)
     flagged = [ioc for ioc in result.kept if ioc.value in result.flagged]
-    notes = [VettingNote(v.ioc, v.verdict, vetter.note(v)) for v in result.dropped]
-    notes += [VettingNote(ioc, "flag", vetter.note(vetter.vet(ioc))) for ioc in flagged]
+    with cyclic_gc_paused():  # a note per dropped IOC, a million for a full dump: no cycles to look for
+        notes = [VettingNote(v.ioc, v.verdict, vetter.note(v)) for v in result.dropped]
+        notes += [VettingNote(ioc, "flag", vetter.note(vetter.vet(ioc))) for ioc in flagged]
     exclusions = tuple(
         (name, expression) for name in load_catalog() if (expression := vetter.allowlist.exclusion(name))
     )
@@ -122,13 +123,26 @@ def build_feed(
     formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> BuildResult:
     """Select, vet, plan and write the packs of IOCs already read (`feed`) to `out`, atomically."""
+    with long_lived_frozen():
+        return _build_feed(feed, out, selection, options, progress, vetter, formats)
+
+
+def _build_feed(
+    feed: FeedResult,
+    out: Path,
+    selection: Selection,
+    options: PlanOptions,
+    progress: Callable[[Sequence[Family]], Iterable[Family]] | None,
+    vetter: Vetter | None,
+    formats: Sequence[str],
+) -> BuildResult:
     _check_output(out)
     if feed.rejects and not feed.iocs:
         raise SelectionError(
             f"no valid IOC in {', '.join(feed.files)}: all {len(feed.rejects)} records were rejected "
             f"(wrong --feed-format?); {out} left as it was"
         )
-    kept = [ioc for ioc in feed.iocs if selection.keeps(ioc)]
+    kept = list(feed.iocs) if selection == Selection() else [ioc for ioc in feed.iocs if selection.keeps(ioc)]
     if feed.iocs and not kept:
         raise SelectionError(
             f"none of the {len(feed.iocs)} IOCs read match the selection; {out} left as it was"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from foxhunt.fsutil import BackgroundWriter
 from foxhunt.render import defender, dnslists, sigma, stix, suricata, watchlists
 from foxhunt.render.outputs import FormatContext, OutputFile, Written
 from foxhunt.render.vetting import VettingNote
@@ -68,11 +68,11 @@ def parse_formats(values: Iterable[str] | None) -> tuple[str, ...]:
 
 
 class FormatWriter:
-    """Writes the files of the formats beyond Sentinel into a pack under construction at `root`."""
+    """Writes the files of the formats beyond Sentinel into a pack under construction, through `writer`."""
 
     def __init__(
         self,
-        root: Path,
+        writer: BackgroundWriter,
         formats: Sequence[str],
         sources: Sequence[str],
         vetting: Sequence[VettingNote] = (),
@@ -81,7 +81,7 @@ class FormatWriter:
         unknown = [name for name in formats if name not in _BY_NAME]
         if unknown:
             raise UnknownFormat(f"unknown format {', '.join(unknown)}; known: {', '.join(FORMATS)}")
-        self.root = root
+        self.writer = writer
         self.formats = [_BY_NAME[name] for name in FORMATS if name in formats]
         self.context = FormatContext(
             sources=tuple(sources),
@@ -99,9 +99,7 @@ class FormatWriter:
 
     def _take(self, written: Written) -> None:
         for file in written.files:
-            path = self.root / file.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(file.text, encoding="utf-8", newline="\n")
+            self.writer.write(file.path, file.text)
             self.files.append(file)
         self.warnings += written.warnings
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from foxhunt.catalog.scenarios import load_scenarios, scenarios_for
+from foxhunt.fsutil import BackgroundWriter
 from foxhunt.model import Ioc, Reject
 from foxhunt.render.formats import DEFAULT_FORMATS as DEFAULT_FORMATS  # re-exported: sentinel + the others
 from foxhunt.render.formats import FORMATS as FORMATS
@@ -14,7 +15,7 @@ from foxhunt.render.formats import FormatWriter
 from foxhunt.render.outputs import csv_text
 from foxhunt.render.page import render_page
 from foxhunt.render.sentinel import ArmBatch, ArmBatcher, render_rule_yaml
-from foxhunt.render.vetting import VettingNote, render_vetting
+from foxhunt.render.vetting import VettingNote, render_vetting, vetting_row
 from foxhunt.rules.planner import WATCHLIST_COLUMNS, FamilyPlan
 from foxhunt.vetting.expiry import MaxAge
 
@@ -35,19 +36,13 @@ def _ioc_row(ioc: Ioc) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _write(root: Path, relative: str, text: str) -> None:
-    path = root / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", newline="\n")
-
-
 def _hunting_path(table: str, variant: str, platform: str) -> str:
     folder = "hunting" if platform == "sentinel" else "hunting/defender"
     return f"{folder}/{table}-{variant}.kql"
 
 
 def write_family(
-    root: Path, plan: FamilyPlan, sources: Sequence[str], vetting: Sequence[VettingNote] = ()
+    writer: BackgroundWriter, plan: FamilyPlan, sources: Sequence[str], vetting: Sequence[VettingNote] = ()
 ) -> list[dict]:
     """Write one family's folder under `root`; return its manifest rule entries."""
     slug = plan.family.slug
@@ -55,7 +50,7 @@ def write_family(
     rules: list[dict] = []
     for query in plan.hunting:
         files[query.id] = _hunting_path(query.table, query.variant, query.platform)
-        _write(root, f"{slug}/{files[query.id]}", query.kql)
+        writer.write(f"{slug}/{files[query.id]}", query.kql)
         rules.append(
             {"id": query.id, "family": slug, "kind": "hunting", "table": query.table, "variant": query.variant,
              "platform": query.platform, "ioc_types": list(query.ioc_types), "path": f"{slug}/{files[query.id]}",
@@ -63,19 +58,19 @@ def write_family(
         )  # fmt: skip
     for rule in plan.analytics:
         files[rule.id] = f"sentinel/{rule.table}-{rule.variant}.yaml"
-        _write(root, f"{slug}/{files[rule.id]}", render_rule_yaml(rule))
+        writer.write(f"{slug}/{files[rule.id]}", render_rule_yaml(rule))
         rules.append(
             {"id": rule.id, "family": slug, "kind": "analytic", "table": rule.table, "variant": rule.variant,
              "platform": "sentinel", "ioc_types": list(rule.ioc_types), "path": f"{slug}/{files[rule.id]}",
              "format": "sentinel-yaml", "severity": rule.severity}
         )  # fmt: skip
     for watchlist in plan.watchlists:
-        _write(root, f"{slug}/watchlists/{watchlist.alias}.csv", csv_text(WATCHLIST_COLUMNS, watchlist.rows))
-    _write(root, f"{slug}/iocs.csv", csv_text(IOC_COLUMNS, [_ioc_row(i) for i in plan.family.iocs]))
+        writer.write(f"{slug}/watchlists/{watchlist.alias}.csv", csv_text(WATCHLIST_COLUMNS, watchlist.rows))
+    writer.write(f"{slug}/iocs.csv", csv_text(IOC_COLUMNS, [_ioc_row(i) for i in plan.family.iocs]))
     tables = sorted({q.table for q in plan.hunting})
     threat_types = sorted(plan.family.threat_types)
     scenarios = scenarios_for(sorted(plan.family.ioc_types), tables, threat_types)
-    _write(root, f"{slug}/README.md", render_page(plan, files, scenarios, sources, vetting))
+    writer.write(f"{slug}/README.md", render_page(plan, files, scenarios, sources, vetting))
     return rules
 
 
@@ -120,18 +115,36 @@ def write_pack(
     memory holds one family's queries at a time. `formats` names the output formats beyond the page
     and IOC list (see FORMATS); `max_age`, the expiry policy, sets their expiry times. `allowlist`, the
     text of the org allowlist the IOCs were vetted with, is kept as `allowlist.yaml` (hunt --pack applies
-    its table exclusions)."""
+    its table exclusions). Files are written by a background thread while the next ones are rendered."""
     load_scenarios()  # fail early on a broken scenario library
-    other_formats = FormatWriter(root, formats, sources, vetting, max_age)
+    with BackgroundWriter(root) as writer:
+        return _write_pack(writer, plans, sources, rejects, vetting, formats, max_age, allowlist)
+
+
+def _write_pack(
+    writer: BackgroundWriter,
+    plans: Iterable[FamilyPlan],
+    sources: Sequence[str],
+    rejects: Sequence[Reject],
+    vetting: Sequence[VettingNote],
+    formats: Sequence[str],
+    max_age: MaxAge | None,
+    allowlist: str | None,
+) -> dict:
+    other_formats = FormatWriter(writer, formats, sources, vetting, max_age)
     manifest: dict = {"families": [], "rules": [], "rejected": len(rejects), "generated_from": list(sources)}
     manifest["vetting"] = {v: sum(1 for n in vetting if n.verdict == v) for v in ("drop", "flag")}
-    by_family: dict[str, list[VettingNote]] = {}
-    for note in vetting:
-        by_family.setdefault(note.ioc.malware, []).append(note)
+    rows = [vetting_row(note) for note in vetting]
+    by_family: dict[str, tuple[list[VettingNote], list[str]]] = {}
+    for note, row in zip(vetting, rows, strict=True):
+        family_notes, family_rows = by_family.setdefault(note.ioc.malware, ([], []))
+        family_notes.append(note)
+        family_rows.append(row)
     if vetting:
-        _write(root, "vetting.md", render_vetting("all families", vetting))
+        writer.write("vetting.md", render_vetting("all families", vetting, rows))
+    del rows
     if allowlist is not None:
-        _write(root, PACK_ALLOWLIST, allowlist)
+        writer.write(PACK_ALLOWLIST, allowlist)
         manifest["allowlist"] = PACK_ALLOWLIST
     arm = ArmBatcher()
     arm_entries: list[dict] = []
@@ -140,7 +153,7 @@ def write_pack(
         if batch is None:
             return
         path = "sentinel-arm.json" if not arm_entries else f"sentinel-arm-{len(arm_entries) + 1}.json"
-        _write(root, path, batch.text)
+        writer.write(path, batch.text)
         arm_entries.append(
             {"id": path.removesuffix(".json"), "family": None, "kind": "analytic", "table": None, "variant": None,
              "platform": "sentinel", "ioc_types": list(batch.ioc_types), "path": path, "format": "arm"}
@@ -148,13 +161,13 @@ def write_pack(
 
     for plan in plans:
         family = plan.family
-        family_notes = by_family.get(family.malware, [])
-        manifest["rules"] += write_family(root, plan, sources, family_notes)
+        family_notes, family_rows = by_family.get(family.malware, ([], []))
+        manifest["rules"] += write_family(writer, plan, sources, family_notes)
         other_formats.add_family(plan)
         for rule in plan.analytics:
             write_arm(arm.add(rule))
         if family_notes:
-            _write(root, f"{family.slug}/vetting.md", render_vetting(family.name, family_notes))
+            writer.write(f"{family.slug}/vetting.md", render_vetting(family.name, family_notes, family_rows))
         manifest["families"].append(
             {"name": family.name, "slug": family.slug, "malware": family.malware, "aliases": list(family.aliases),
              "malpedia": family.malpedia, "ioc_count": len(family.iocs),
@@ -167,14 +180,13 @@ def write_pack(
     manifest["rules"] += arm_entries
     other_formats.finish(manifest)
     if rejects:
-        _write(
-            root,
+        writer.write(
             "rejected.csv",
             csv_text(
                 ("file", "record", "reason", "value"),
                 [(r.file, r.record, r.reason, r.value) for r in rejects],
             ),
         )
-    _write(root, "index.md", _index(manifest["families"], len(rejects), manifest["vetting"]))
-    _write(root, "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    writer.write("index.md", _index(manifest["families"], len(rejects), manifest["vetting"]))
+    writer.write("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest

@@ -16,9 +16,19 @@ class VettingNote:
     note: str  # e.g. "flagged: url-shortener (url-shorteners)"
 
 
-def render_vetting(title: str, notes: Sequence[VettingNote]) -> str:
-    dropped = [n for n in notes if n.verdict == "drop"]
-    flagged = [n for n in notes if n.verdict == "flag"]
+def vetting_row(note: VettingNote) -> str:
+    """The note's line in the tables of `render_vetting`."""
+    ioc = note.ioc
+    return f"| {ioc.ioc_type.value} | `{defang(ioc.value)}` | {ioc.malware_printable} | {note.note} |"
+
+
+def render_vetting(title: str, notes: Sequence[VettingNote], rows: Sequence[str] | None = None) -> str:
+    """The page; `rows` are the notes' `vetting_row`s when the caller has them already (a pack renders
+    each row once for its own page and its family's)."""
+    if rows is None:
+        rows = [vetting_row(note) for note in notes]
+    dropped = [row for note, row in zip(notes, rows, strict=True) if note.verdict == "drop"]
+    flagged = [row for note, row in zip(notes, rows, strict=True) if note.verdict == "flag"]
     lines = [
         f"# Vetting: {title}",
         "",
@@ -27,12 +37,7 @@ def render_vetting(title: str, notes: Sequence[VettingNote]) -> str:
         "allowlist, maximum age and minimum confidence.",
         "",
     ]
-    for heading, rows in (("Dropped", dropped), ("Flagged", flagged)):
-        if rows:
-            lines += [f"## {heading}", "", "| Type | Value | Family | Why |", "|---|---|---|---|"]
-            lines += [
-                f"| {n.ioc.ioc_type.value} | `{defang(n.ioc.value)}` | {n.ioc.malware_printable} | {n.note} |"
-                for n in rows
-            ]
-            lines.append("")
+    for heading, table in (("Dropped", dropped), ("Flagged", flagged)):
+        if table:
+            lines += [f"## {heading}", "", "| Type | Value | Family | Why |", "|---|---|---|---|", *table, ""]
     return "\n".join(lines)
