@@ -25,7 +25,15 @@ from foxhunt.catalog.scenarios import load_scenarios
 from foxhunt.cli.convert_command import convert_command
 from foxhunt.cli.fetch_command import fetch_command, update_command
 from foxhunt.cli.hunt_command import hunt_command
-from foxhunt.cli.options import FeedFormatOption, check_choice, err, parse_time, progress
+from foxhunt.cli.options import (
+    LEFT_FOR_EXIT,
+    FeedFormatOption,
+    check_choice,
+    err,
+    keep_until_exit,
+    parse_time,
+    progress,
+)
 from foxhunt.cli.site_command import site_command
 from foxhunt.cli.vet_command import (
     AllowlistOption,
@@ -155,7 +163,7 @@ def _run_build(
         err.print(f"foxhunt: error: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
     _report(result, target, output_format)
-    _LEFT_FOR_EXIT.extend((result, vetter))
+    keep_until_exit(result, vetter)
     if strict and result.feed.rejects:
         raise typer.Exit(EXIT_REJECTS)
 
@@ -316,17 +324,13 @@ app.command("update")(update_command)
 app.command("site")(site_command)
 
 
-_LEFT_FOR_EXIT: list[object] = []
-"""What a command built and would free on returning, kept for `main` to end the process without
-freeing it: a full dump's million IOCs and the warninglist index take ~3 s to free, for nothing."""
-
-
 def main() -> None:
-    """The console script."""
+    """The console script: a command that kept what it built (`keep_until_exit`) ends here without
+    freeing it, once its output is flushed."""
     try:
         app(prog_name="foxhunt")
     except SystemExit as done:
-        if _LEFT_FOR_EXIT and (done.code is None or isinstance(done.code, int)):
+        if LEFT_FOR_EXIT and (done.code is None or isinstance(done.code, int)):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(done.code or 0)

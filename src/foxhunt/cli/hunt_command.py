@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from foxhunt.cli.options import FeedFormatOption, check_choice, err, parse_time, progress
+from foxhunt.cli.options import FeedFormatOption, check_choice, err, keep_until_exit, parse_time, progress
 from foxhunt.cli.vet_command import AllowlistOption, MaxAgeOption, NoVetOption, VetPolicyOption, make_vetter
 from foxhunt.feeds import FORMATS, FeedError, read_feeds
 from foxhunt.fsutil import atomic_write_text
@@ -174,6 +174,7 @@ def hunt_command(
     for error in result.errors:
         err.print(f"foxhunt: error: {error}", markup=False, highlight=False)
     text = render_hits(result, output_format)
+    keep_until_exit(iocs, vetter, result)
     if output:
         try:
             atomic_write_text(output, text)

@@ -41,6 +41,17 @@ def check_choice(value: str | None, choices: Sequence[str], option: str) -> None
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
 
 
+LEFT_FOR_EXIT: list[object] = []
+"""What a command built and would free on returning (`keep_until_exit`), for `app.main` to end the
+process without freeing it: a full dump's million IOCs and the warninglist index take seconds to free,
+for nothing."""
+
+
+def keep_until_exit(*objects: object) -> None:
+    """Keep `objects` alive until the process ends (see LEFT_FOR_EXIT)."""
+    LEFT_FOR_EXIT.extend(objects)
+
+
 def progress(label: str) -> Callable[[Sequence[T]], Iterator[T]]:
     """Wrap a sequence in a progress bar on a terminal; plain iteration when stderr is not a TTY."""
 
