@@ -891,3 +891,26 @@ def test_an_unreadable_tail_of_a_split_file_is_a_feed_error(
     assert good.index("10.0.1.1") < _split_offset(path) < len(good)  # the absurd row is in the child's part
     with pytest.raises(FeedError, match=r"absurd\.csv: unreadable CSV \(field larger than field limit"):
         read_feeds([path])
+
+
+def test_a_split_read_that_cannot_fork_reads_in_one_process(
+    tmp_path: Path, split_everything, monkeypatch
+) -> None:
+    import errno
+    import tempfile
+
+    path = write(tmp_path / "full.csv", mixed_export(300))
+    expected = list(iter_feed(path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")  # a process limit reached
+
+    monkeypatch.setattr("foxhunt.feeds.split.os.fork", no_fork)
+    assert list(iter_feed(path)) == expected
+    assert list((tmp_path / "tmp").iterdir()) == []  # no temporary file left behind
+    monkeypatch.setattr(
+        tempfile, "tempdir", str(tmp_path / "missing")
+    )  # and where no temporary file can be made
+    assert list(iter_feed(path)) == expected

@@ -172,9 +172,8 @@ def read_csv(
 # ---- a large plain CSV export on two cores (feeds/split.py) ----------------------------------------
 
 HEAD_SHARE = 0.5  # of the bytes read here (measured best: the child also pickles, this process unpickles)
-END_MARKER = (
-    "foxhunt:end-of-head"  # a line of its own after the head: parsed alone iff the head ended a record
-)
+# a line of its own after the head: it parses as a row alone iff the head ended on a record boundary
+END_MARKER = "foxhunt:end-of-head"
 _IOC_VALUES = attrgetter(*IOC_FIELDS)
 
 
@@ -199,11 +198,19 @@ def _split_offset(path: Path) -> int | None:
 def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Reject]:
     """The same records, numbers and rejects as `read_csv` over the whole file: the bytes from
     `offset` on are read by a forked child while this process reads the head. A head that does not end
-    on a record boundary (a quoted field spanning the split) is read again as one file; a child that
-    fails has its part read here (raising whatever made it fail)."""
+    on a record boundary (a quoted field spanning the split) is read again as one file, and so is a
+    file when no child can be had; a child that fails has its part read here (raising whatever made
+    it fail)."""
     with open_text(path, source) as lines:
         preamble = list(takewhile(lambda line: line.startswith("#") or line.isspace(), lines))
-    with ForkedCall(_tail, path, source, offset, preamble) as tail:
+    try:
+        if sum(len(line.encode("utf-8", "surrogateescape")) for line in preamble) >= offset:
+            raise ChildFailed("the split point is in the comment header")
+        tail = ForkedCall(_tail, path, source, offset, preamble)
+    except (ChildFailed, OSError):  # OSError: no temporary file, no process to be had
+        yield from _read_whole_csv(path, source)
+        return
+    with tail:
         with path.open("rb") as raw:
             text = io.TextIOWrapper(
                 io.BufferedReader(Prefix(raw, offset)),
@@ -219,9 +226,8 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
                 except StopIteration as stop:
                     numbered, on_boundary = stop.value
                     break
-        if not on_boundary or sum(map(len, preamble)) >= offset:
-            with open_text(path, source) as lines:
-                yield from _parse(lines, source, "csv")
+        if not on_boundary:
+            yield from _read_whole_csv(path, source)
             return
         yield from head
         del head
@@ -234,6 +240,11 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
             yield Ioc(*row)
         else:
             yield replace(row, record=row.record + numbered)
+
+
+def _read_whole_csv(path: Path, source: str) -> Iterator[Ioc | Reject]:
+    with open_text(path, source) as lines:
+        yield from _parse(lines, source, "csv")
 
 
 def _tail(path: Path, source: str, offset: int, preamble: list[str]) -> list[tuple | Reject]:

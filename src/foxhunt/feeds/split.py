@@ -64,7 +64,11 @@ class ForkedCall:
         handle, name = tempfile.mkstemp(prefix="foxhunt-part-", suffix=".pickle")
         os.close(handle)
         self.path = Path(name)
-        self.pid: int | None = os.fork()
+        try:
+            self.pid: int | None = os.fork()
+        except OSError:
+            self.path.unlink(missing_ok=True)
+            raise
         if self.pid == 0:  # the child: deliver the result, then leave without cleanup handlers
             code = 1
             try:
