@@ -13,7 +13,6 @@ import pickle
 import signal
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -58,22 +57,21 @@ class Prefix(io.RawIOBase):
 
 class ForkedCall:
     """`function(*args)` run in a forked child; `result()` waits for it. Use as a context manager:
-    leaving the block kills a child still running and removes the temporary file."""
+    leaving the block kills a child still running. The result travels through an unnamed temporary
+    file (unlinked from the start), so nothing is left behind however either process ends."""
 
     def __init__(self, function: Callable[..., object], *args: object) -> None:
-        handle, name = tempfile.mkstemp(prefix="foxhunt-part-", suffix=".pickle")
-        os.close(handle)
-        self.path = Path(name)
+        self._file = tempfile.TemporaryFile(prefix="foxhunt-part-")  # noqa: SIM115 (closed by __exit__)
         try:
             self.pid: int | None = os.fork()
         except OSError:
-            self.path.unlink(missing_ok=True)
+            self._file.close()
             raise
         if self.pid == 0:  # the child: deliver the result, then leave without cleanup handlers
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                with self.path.open("wb") as out:
+                with os.fdopen(os.dup(self._file.fileno()), "wb") as out:
                     pickle.dump(function(*args), out, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             finally:
@@ -85,8 +83,8 @@ class ForkedCall:
         self.pid = None
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             raise ChildFailed(f"reader process ended with status {status}")
-        with self.path.open("rb") as data:
-            return pickle.load(data)
+        self._file.seek(0)
+        return pickle.load(self._file)
 
     def __enter__(self) -> ForkedCall:
         return self
@@ -101,4 +99,4 @@ class ForkedCall:
             except ChildProcessError:
                 pass
             self.pid = None
-        self.path.unlink(missing_ok=True)
+        self._file.close()
