@@ -914,3 +914,38 @@ def test_a_split_read_that_cannot_fork_reads_in_one_process(
         tempfile, "tempdir", str(tmp_path / "missing")
     )  # and where no temporary file can be made
     assert list(iter_feed(path)) == expected
+
+
+def every_split_agrees_with_one_read(path: Path, monkeypatch) -> int:
+    """Split `path` at each of its line starts in turn; every read must equal the one-process read.
+    Returns how many split points were tried."""
+    import foxhunt.feeds.readers as readers
+
+    whole = list(iter_feed(path))
+    raw = path.read_bytes()
+    starts = [i + 1 for i, byte in enumerate(raw) if byte == 0x0A and i + 1 < len(raw)]
+    for offset in starts:
+        monkeypatch.setattr(readers, "_split_offset", lambda _path, offset=offset: offset)
+        assert list(iter_feed(path)) == whole, f"split at byte {offset}"
+    return len(starts)
+
+
+def test_a_header_comment_in_the_second_half_does_not_rename_its_columns(tmp_path: Path, monkeypatch) -> None:
+    records = [api_record(str(n), f"10.0.0.{n}:80") for n in range(1, 9)]
+    second = csv_export(
+        records[4:], columns=list(reversed(CSV_COLUMNS))
+    )  # cat of two exports, other column order
+    path = write(tmp_path / "concatenated.csv", csv_export(records[:4]) + second)
+    assert every_split_agrees_with_one_read(path, monkeypatch) > 10
+    assert len(split(list(iter_feed(path)))[1]) == 4  # one read: the second export's rows are rejected
+
+
+def test_a_data_line_that_reads_like_the_end_marker_is_one_reject(tmp_path: Path, monkeypatch) -> None:
+    from foxhunt.feeds.readers import _EndMarker
+
+    text = mixed_export(30)
+    middle = text.index("\n", len(text) // 2) + 1
+    for marker in (_EndMarker.LINE, f'"{_EndMarker.LINE.strip()}"\n'):
+        path = write(tmp_path / "marker.csv", text[:middle] + marker + text[middle:])
+        every_split_agrees_with_one_read(path, monkeypatch)
+        assert sum(r.reason == "expected 15 fields, got 1" for r in split(list(iter_feed(path)))[1]) == 1

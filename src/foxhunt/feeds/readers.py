@@ -127,23 +127,29 @@ def _parse(lines: IO[str], source: str, fmt: str | None) -> Iterator[Ioc | Rejec
 
 
 def read_csv(
-    lines: Iterable[str], source: str, end_marker: str | None = None
+    lines: Iterable[str],
+    source: str,
+    end: _EndMarker | None = None,
+    columns: tuple[str, ...] | None = None,
 ) -> Generator[Ioc | Reject, None, tuple[int, bool]]:
-    """A CSV export: columns by name from the commented header, else `CSV_COLUMNS`; rows numbered
-    from 1, comment and blank lines not counted. A row of the wrong width or with bytes that are not
-    UTF-8 is rejected alone.
+    """A CSV export: columns by name from the commented header (`preamble_columns`), else
+    `CSV_COLUMNS`; rows numbered from 1, comment and blank lines not counted. A row of the wrong width
+    or with bytes that are not UTF-8 is rejected alone. `columns`, when given, are the columns of
+    `lines` (the middle of a file: its comments are no header).
 
-    Returns (rows numbered, whether the last line was `end_marker` as a row of its own: the lines
-    before it ended on a record boundary, see `feeds.split`)."""
+    Returns (rows numbered, whether `end`'s line came as a row of its own: the lines before it ended
+    on a record boundary, see `_read_csv_in_two`)."""
     lines = iter(lines)
-    columns = CSV_COLUMNS
     first_line: list[str] = []
-    for line in lines:
-        if line.startswith("#"):
-            columns = _header_columns(line) or columns
-        elif not line.isspace():
-            first_line = [line]
-            break
+    if columns is None:
+        preamble = []
+        for line in lines:
+            if line.startswith("#") or line.isspace():
+                preamble.append(line)
+            else:
+                first_line = [line]
+                break
+        columns = preamble_columns(preamble)
     _check_columns(columns, source)
     width = len(columns)
     # one C call picks a row's values in FIELD_ORDER; a field the file lacks reads the "" appended to the row
@@ -160,7 +166,7 @@ def read_csv(
                 continue
             row.append("")
             yield to_ioc(pick(row), source, number)
-        elif end_marker is not None and row == [end_marker]:
+        elif end is not None and end.ends(row):
             return number, True
         elif any(field.strip() for field in row):  # a blank line is [] or [""]
             number += 1
@@ -172,9 +178,36 @@ def read_csv(
 # ---- a large plain CSV export on two cores (feeds/split.py) ----------------------------------------
 
 HEAD_SHARE = 0.5  # of the bytes read here (measured best: the child also pickles, this process unpickles)
-# a line of its own after the head: it parses as a row alone iff the head ended on a record boundary
-END_MARKER = "foxhunt:end-of-head"
 _IOC_VALUES = attrgetter(*IOC_FIELDS)
+
+
+class _EndMarker:
+    """A line fed after the head's lines: it comes back as a row of its own iff the head ended on a
+    record boundary (not inside a quoted field). Only the line fed counts, not one in the data."""
+
+    LINE = "foxhunt:end-of-head\n"
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = lines
+        self.fed = False
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.lines
+        self.fed = True
+        yield self.LINE
+
+    def ends(self, row: list[str]) -> bool:
+        return self.fed and row == [self.LINE[:-1]]
+
+
+def preamble_columns(preamble: Iterable[str]) -> tuple[str, ...]:
+    """The columns named by the last header comment (`# "first_seen_utc","ioc_id",...`) among the
+    comment and blank lines before a CSV export's first record; `CSV_COLUMNS` without one."""
+    columns = CSV_COLUMNS
+    for line in preamble:
+        if line.startswith("#"):
+            columns = _header_columns(line) or columns
+    return columns
 
 
 def _split_offset(path: Path) -> int | None:
@@ -206,7 +239,7 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
     try:
         if sum(len(line.encode("utf-8", "surrogateescape")) for line in preamble) >= offset:
             raise ChildFailed("the split point is in the comment header")
-        tail = ForkedCall(_tail, path, source, offset, preamble)
+        tail = ForkedCall(_tail, path, source, offset, preamble_columns(preamble))
     except (ChildFailed, OSError):  # OSError: no temporary file, no process to be had
         yield from _read_whole_csv(path, source)
         return
@@ -219,7 +252,8 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
                 newline="",
             )
             head: list[Ioc | Reject] = []
-            reader = read_csv(chain(text, [END_MARKER + "\n"]), source, END_MARKER)
+            marked = _EndMarker(text)
+            reader = read_csv(marked, source, marked)
             while True:
                 try:
                     head.append(next(reader))
@@ -234,7 +268,7 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
         try:
             rows = tail.result()
         except ChildFailed:
-            rows = _tail(path, source, offset, preamble)
+            rows = _tail(path, source, offset, preamble_columns(preamble))
     for row in rows:  # type: ignore[attr-defined]
         if type(row) is tuple:
             yield Ioc(*row)
@@ -247,15 +281,15 @@ def _read_whole_csv(path: Path, source: str) -> Iterator[Ioc | Reject]:
         yield from _parse(lines, source, "csv")
 
 
-def _tail(path: Path, source: str, offset: int, preamble: list[str]) -> list[tuple | Reject]:
-    """The records from byte `offset` on (after the file's comment header), IOCs as field tuples
-    (cheaper to pickle), rows numbered from 1."""
+def _tail(path: Path, source: str, offset: int, columns: tuple[str, ...]) -> list[tuple | Reject]:
+    """The records from byte `offset` on, in the file's `columns` (a comment there is no header), IOCs
+    as field tuples (cheaper to pickle), rows numbered from 1."""
     with path.open("rb") as raw:
         raw.seek(offset)
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         return [
             _IOC_VALUES(item) if type(item) is Ioc else item
-            for item in read_csv(chain(preamble, text), source)
+            for item in read_csv(text, source, columns=columns)
         ]
 
 
