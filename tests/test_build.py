@@ -390,3 +390,30 @@ def test_the_page_shows_feed_text_inert(tmp_path: Path) -> None:
     assert page.startswith(
         "# &lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt; # x: ThreatFox hunting pack\n"
     )
+
+
+def test_a_second_build_to_the_same_output_fails_while_the_first_runs(tmp_path: Path) -> None:
+    from foxhunt.fsutil import output_lock
+
+    out = tmp_path / "packs"
+    build([DUMP_2022], out)
+    before = tree_digest(out)
+    with output_lock(out):  # as a first build holds it
+        with pytest.raises(OutputError, match="another foxhunt run is writing"):
+            build([DUMP_2022], out)
+        assert tree_digest(out) == before
+    build([DUMP_2022], out)  # released: builds again
+    assert [p.name for p in tmp_path.iterdir()] == ["packs"]  # the lock file goes with the lock
+
+
+def test_the_writer_does_not_rebuild_a_staging_folder_removed_under_it(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "staged"
+    root.mkdir()
+    with pytest.raises(FileNotFoundError, match="removed while written"), BackgroundWriter(root) as writer:
+        writer.write("fam-a/README.md", "a")
+        writer._thread.join(0.2)
+        shutil.rmtree(root)
+        writer.write("fam-b/README.md", "b")
+    assert not root.exists()

@@ -265,6 +265,29 @@ def test_bad_input_is_reported_and_the_rest_is_hunted(tmp_path: Path) -> None:
             if f == "good.csv"} == expected_hits("DnsEvents")  # fmt: skip
 
 
+def test_file_names_that_are_not_utf8_are_read_and_shown_replaced(tmp_path: Path) -> None:
+    import os
+
+    feed = write_feed(tmp_path / "feed.json")
+    odd_feed = Path(os.fsdecode(bytes(tmp_path / "feed") + b"\xff.json"))
+    odd_feed.write_bytes(feed.read_bytes())
+    columns, rows = materialise(corpus_for(load_catalog()["CommonSecurityLog"]), NOW)
+    log = write_csv(tmp_path / "csl.csv", columns, rows)
+    odd_log = Path(os.fsdecode(bytes(tmp_path / "csl") + b"\xfe.csv"))
+    odd_log.write_bytes(log.read_bytes())
+    out = tmp_path / "pack"
+    built = runner.invoke(app, ["build", "--no-vet", str(odd_feed), "-o", str(out)])
+    assert built.exit_code == 0, built.output
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["generated_from"] == [
+        "feed\ufffd.json"
+    ]
+    hunted = runner.invoke(app, ["hunt", "--no-vet", "--feed", str(odd_feed), str(odd_log)])
+    assert hunted.exit_code == 0, hunted.output
+    hits = [json.loads(line) for line in hunted.stdout.splitlines()]
+    assert {(h["record"], h["ioc"], h["match"]) for h in hits} == expected_hits("CommonSecurityLog")
+    assert {h["log_file"] for h in hits} == {str(tmp_path / "csl") + "\ufffd.csv"}
+
+
 def test_cli_output_and_exit_codes(tmp_path: Path) -> None:
     feed = write_feed(tmp_path / "feed.json")
     columns, rows = materialise(corpus_for(load_catalog()["CommonSecurityLog"]), NOW)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -16,6 +18,13 @@ from types import TracebackType
 
 RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as text fit for any output: bytes of a file name that are not UTF-8 (the surrogate
+    escapes Python reads them as) become U+FFFD, where writing them would fail."""
+    text = str(path)
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def give_normal_mode(path: Path) -> None:
@@ -91,11 +100,20 @@ class BackgroundWriter:
                 self._changed.notify_all()
 
     def _write(self, path: Path, text: str) -> None:
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
-        with open(path, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        try:
+            if path.parent not in self._folders:
+                if not self.root.is_dir():  # removed under us: never build a partial tree anew
+                    raise FileNotFoundError(
+                        errno.ENOENT, "the output folder was removed while written", str(self.root)
+                    )
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(path.parent)
+            with open(path, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+        except OSError as exc:
+            if exc.filename is None:  # a failed write() names no file: say which one
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
 
     def close(self) -> None:
         """Wait for every queued write; raise the first one that failed."""
@@ -123,6 +141,35 @@ class BackgroundWriter:
 
 def _leftovers(target: Path) -> list[Path]:
     return [*target.parent.glob(f".{target.name}.*.tmp"), *target.parent.glob(f".{target.name}.*.old")]
+
+
+@contextmanager
+def output_lock(target: Path) -> Iterator[None]:
+    """Hold `target`'s lock (the file ``.<name>.lock`` beside it, removed afterwards) for the block: two
+    runs writing the same output would remove each other's staging directory. A second run fails at
+    once with `BlockingIOError` ("another foxhunt run is writing ...") instead of waiting."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
+    while True:
+        lock = lock_path.open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise BlockingIOError(
+                errno.EWOULDBLOCK, f"another foxhunt run is writing {target} (it holds {lock_path})"
+            ) from None
+        try:  # the holder before us may have removed the file between our open and our lock
+            if os.stat(lock_path).st_ino == os.fstat(lock.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        lock.close()
 
 
 def staging_dir(target: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from foxhunt.feeds.dedupe import deduplicate
 from foxhunt.feeds.readers import FORMATS, FeedError, iter_feed
+from foxhunt.fsutil import shown_path
 from foxhunt.model import FeedResult, Ioc
 
 __all__ = ["FORMATS", "FeedError", "cyclic_gc_paused", "iter_feed", "long_lived_frozen", "read_feeds"]
@@ -21,7 +22,7 @@ __all__ = ["FORMATS", "FeedError", "cyclic_gc_paused", "iter_feed", "long_lived_
 def read_feeds(paths: Sequence[str | Path], fmt: str | None = None) -> FeedResult:
     """Read every file (format detected unless `fmt` forces one of `FORMATS`), keep the rejected
     records, and deduplicate the IOCs across all files. Raises `FeedError` for an unreadable file."""
-    result = FeedResult(files=[str(path) for path in paths])
+    result = FeedResult(files=[shown_path(path) for path in paths])
 
     def accepted() -> Iterator[Ioc]:
         for path in paths:

@@ -31,6 +31,7 @@ from foxhunt.feeds.records import (
     wrong_type,
 )
 from foxhunt.feeds.split import SPLIT_MIN_BYTES, ChildFailed, ForkedCall, Prefix, can_fork, line_start_after
+from foxhunt.fsutil import shown_path
 from foxhunt.model import Ioc, Reject
 
 FORMATS = ("api", "csv", "json")
@@ -60,7 +61,7 @@ def iter_feed(path: str | Path, fmt: str | None = None) -> Iterator[Ioc | Reject
     """
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown feed format {fmt!r}, expected one of {', '.join(FORMATS)}")
-    return _read_file(Path(path), str(path), fmt)
+    return _read_file(Path(path), shown_path(path), fmt)
 
 
 def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Reject]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from foxhunt.feeds import cyclic_gc_paused
+from foxhunt.fsutil import shown_path
 from foxhunt.hunt.sources import LogError, LogReader, LogSource, new_workdir
 from foxhunt.hunt.sql import HASH_TABLES, compile_hunt, gate_condition, gate_tables
 from foxhunt.matching import semantics
@@ -218,7 +219,7 @@ def _hit(raw: RawHit, iocs: Sequence[Ioc], rule_ids: dict[tuple[str, str, str], 
     source, variant, row, field_name, value, match, time, n = raw
     ioc = iocs[n]
     return Hit(
-        log_file=source.path,
+        log_file=shown_path(source.path),
         record=source.records.record(row),
         table=source.table.name,
         field=field_name,

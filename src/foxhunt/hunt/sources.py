@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from foxhunt.catalog import Table, load_log_sources, schema_columns
+from foxhunt.fsutil import shown_path
 from foxhunt.hunt.sql import ident, sql_string
 from foxhunt.model import Reject
 
@@ -145,10 +146,15 @@ class LogReader:
 
     def open(self, path_text: str, forced_table: str | None = None) -> LogSource:
         path = Path(path_text)
+        path_text = shown_path(path_text)
         if not path.is_file():
             raise LogError(f"{path_text}: no such file")
         self.count += 1
         view = f"log_{self.count}"
+        if path_text != str(path):  # a name DuckDB cannot take (bytes that are not UTF-8): read it by a link
+            link = self.workdir / (view + "".join(s for s in path.suffixes if s.isascii()))
+            link.symlink_to(path.resolve())
+            path = link
         fmt = detect_format(path)
         try:
             if fmt == "csv":
