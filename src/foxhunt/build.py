@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from foxhunt.catalog import load_catalog
 from foxhunt.feeds import cyclic_gc_paused, long_lived_frozen, read_feeds
-from foxhunt.fsutil import output_lock, staging_dir, swap_in
+from foxhunt.fsutil import StagingError, locked_staging, swap_in
 from foxhunt.model import FeedResult, Ioc, IocType
 from foxhunt.render.pack import DEFAULT_FORMATS, write_pack
 from foxhunt.render.vetting import VettingNote
@@ -162,24 +161,20 @@ def _build_feed(
     plans = (plan_family(family, options) for family in (progress(families) if progress else families))
     sources = [Path(f).name for f in feed.files]  # not the local path: output must not depend on it
     max_age = vetter.max_age if vetter is not None else None  # expiry times of the other formats
-    with ExitStack() as locked:
-        try:
-            locked.enter_context(output_lock(out))
-            staged = staging_dir(out)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
-        try:
-            with swap_in(staged, out):
-                result.manifest = write_pack(
-                    staged,
-                    plans,
-                    sources,
-                    feed.rejects,
-                    notes,
-                    formats,
-                    max_age,
-                    allowlist=_allowlist_text(vetter),
-                )
-        except OSError as exc:
-            raise OutputError(f"cannot write {out}: {exc}") from None
+    try:
+        with locked_staging(out) as staged, swap_in(staged, out):
+            result.manifest = write_pack(
+                staged,
+                plans,
+                sources,
+                feed.rejects,
+                notes,
+                formats,
+                max_age,
+                allowlist=_allowlist_text(vetter),
+            )
+    except StagingError as exc:
+        raise OutputError(f"cannot create the output beside {out}: {exc.strerror}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc}") from None
     return result

@@ -12,7 +12,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -170,6 +170,24 @@ def output_lock(target: Path) -> Iterator[None]:
     finally:
         lock_path.unlink(missing_ok=True)
         lock.close()
+
+
+class StagingError(OSError):
+    """`target` could not be locked or given a staging directory (`locked_staging`)."""
+
+
+@contextmanager
+def locked_staging(target: Path) -> Iterator[Path]:
+    """`target` locked (`output_lock`) and a new staging directory for its replacement (`staging_dir`),
+    for the block. A failure to lock or to stage is raised as `StagingError`, so that a caller can tell
+    "cannot create the output" from an error while writing it."""
+    with ExitStack() as locked:
+        try:
+            locked.enter_context(output_lock(target))
+            staged = staging_dir(target)
+        except OSError as exc:
+            raise StagingError(exc.errno, exc.strerror or str(exc), exc.filename) from None
+        yield staged
 
 
 def staging_dir(target: Path) -> Path:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from foxhunt import __version__
 from foxhunt.catalog import load_catalog
 from foxhunt.catalog.scenarios import FpScenario, scenarios_for
-from foxhunt.fsutil import output_lock, staging_dir, swap_in
+from foxhunt.fsutil import StagingError, locked_staging, swap_in
 from foxhunt.site.packdata import Download, Pack, PackFamily, RuleFile, SiteError, format_label, load_pack
 from foxhunt.site.templating import STATIC_FILES, environment, static_text
 
@@ -235,19 +234,15 @@ def build_site(pack_dir: Path, target: Path) -> SiteSummary:
     """
     pack = load_pack(pack_dir)
     _check_target(target, pack_dir)
-    with ExitStack() as locked:
-        try:
-            locked.enter_context(output_lock(target))
-            staged = staging_dir(target)
-        except OSError as exc:
-            raise SiteError(f"{target}: cannot write here ({exc})") from None
-        try:
-            with swap_in(staged, target):
-                pages = _render(pack, staged)
-                marker = {"kind": SITE_KIND, "generator": f"foxhunt {__version__}",
-                          "families": len(pack.families), "iocs": pack.ioc_count}  # fmt: skip
-                _write(staged, SITE_MARKER, json.dumps(marker, indent=2) + "\n")
-        except OSError as exc:
-            raise SiteError(f"{target}: cannot write the site ({exc})") from None
+    try:
+        with locked_staging(target) as staged, swap_in(staged, target):
+            pages = _render(pack, staged)
+            marker = {"kind": SITE_KIND, "generator": f"foxhunt {__version__}", "families": len(pack.families),
+                      "iocs": pack.ioc_count}  # fmt: skip
+            _write(staged, SITE_MARKER, json.dumps(marker, indent=2) + "\n")
+    except StagingError as exc:
+        raise SiteError(f"{target}: cannot write here ({exc})") from None
+    except OSError as exc:
+        raise SiteError(f"{target}: cannot write the site ({exc})") from None
     downloads = len(pack.downloads) + sum(len(f.downloads) for f in pack.families)
     return SiteSummary(target, len(pack.families), pack.ioc_count, pages, downloads)

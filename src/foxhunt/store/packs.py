@@ -15,7 +15,6 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from foxhunt.build import BuildResult, OutputError, build_feed
 from foxhunt.feeds import read_feeds
 from foxhunt.feeds.dedupe import deduplicate, sort_iocs
-from foxhunt.fsutil import output_lock, replace_dir, staging_dir
+from foxhunt.fsutil import StagingError, locked_staging, replace_dir
 from foxhunt.model import FeedResult
 from foxhunt.render.formats import DEFAULT_FORMATS, UnknownFormat, parse_formats
 from foxhunt.rules.families import Family
@@ -167,55 +166,57 @@ def update_pack(
             f"removed); {out} left as it was"
         )
     feed = FeedResult(iocs=sort_iocs(iocs), files=[str(store.path)])
-    with ExitStack() as locked:
-        try:
-            locked.enter_context(output_lock(out))
-            staged = staging_dir(out)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output beside {out}: {exc.strerror or exc}") from None
-        try:
-            built = staged / "pack"
-            result = build_feed(feed, built, vetter=vetter, progress=progress, formats=previous_formats(out))
-            update = PackUpdate(out, result)
-            in_pack: set[str] = set()
-            families = result.manifest["families"]  # name, slug, malware of each family written
-            for family in families:
-                name, slug, malware = family["name"], family["slug"], family["malware"]
-                in_pack.add(malware)
-                changes = by_family.get(malware, [])
-                old_dir, new_dir = out / slug, built / slug
-                if not changes and same_tree(old_dir, new_dir):
-                    keep_folder(old_dir, new_dir)
-                    update.kept.append(slug)
-                    continue
-                entry = render_entry(
-                    changes, when=when, sources=sources, note=None if changes else REBUILT_NOTE
+    try:
+        with locked_staging(out) as staged:
+            try:
+                built = staged / "pack"
+                result = build_feed(
+                    feed, built, vetter=vetter, progress=progress, formats=previous_formats(out)
                 )
-                previous = old_dir / CHANGELOG
-                earlier = previous.read_text(encoding="utf-8") if previous.is_file() else None
-                text = prepend_entry(earlier, name, entry)
-                (new_dir / CHANGELOG).write_text(text, encoding="utf-8", newline="\n")
-                update.rebuilt.append(FamilyChange(name, slug, changes, entry))
-            for malware, changes in sorted(by_family.items()):
-                if malware not in in_pack:
-                    slug = _old_slug(out, malware)
-                    entry = render_entry(changes, when=when, sources=sources)
-                    update.rebuilt.append(
-                        FamilyChange(changes[0].family, slug or "", changes, entry, in_pack=False)
+                update = PackUpdate(out, result)
+                in_pack: set[str] = set()
+                families = result.manifest["families"]  # name, slug, malware of each family written
+                for family in families:
+                    name, slug, malware = family["name"], family["slug"], family["malware"]
+                    in_pack.add(malware)
+                    changes = by_family.get(malware, [])
+                    old_dir, new_dir = out / slug, built / slug
+                    if not changes and same_tree(old_dir, new_dir):
+                        keep_folder(old_dir, new_dir)
+                        update.kept.append(slug)
+                        continue
+                    entry = render_entry(
+                        changes, when=when, sources=sources, note=None if changes else REBUILT_NOTE
                     )
-            update.removed = sorted(_pack_slugs(out) - {family["slug"] for family in families})
-            marker = {
-                "store": store.path.name,
-                "store_id": store.store_id,
-                "fetch": current,
-                "built_at": when.isoformat(),
-            }
-            (built / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8", newline="\n")
-            replace_dir(built, out)
-        except OSError as exc:
-            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
+                    previous = old_dir / CHANGELOG
+                    earlier = previous.read_text(encoding="utf-8") if previous.is_file() else None
+                    text = prepend_entry(earlier, name, entry)
+                    (new_dir / CHANGELOG).write_text(text, encoding="utf-8", newline="\n")
+                    update.rebuilt.append(FamilyChange(name, slug, changes, entry))
+                for malware, changes in sorted(by_family.items()):
+                    if malware not in in_pack:
+                        slug = _old_slug(out, malware)
+                        entry = render_entry(changes, when=when, sources=sources)
+                        update.rebuilt.append(
+                            FamilyChange(changes[0].family, slug or "", changes, entry, in_pack=False)
+                        )
+                update.removed = sorted(_pack_slugs(out) - {family["slug"] for family in families})
+                marker = {
+                    "store": store.path.name,
+                    "store_id": store.store_id,
+                    "fetch": current,
+                    "built_at": when.isoformat(),
+                }
+                (built / MARKER).write_text(
+                    json.dumps(marker, indent=2) + "\n", encoding="utf-8", newline="\n"
+                )
+                replace_dir(built, out)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+    except StagingError as exc:
+        raise OutputError(f"cannot create the output beside {out}: {exc.strerror}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     return update
 
 
