@@ -25,7 +25,8 @@ class ChildFailed(Exception):
 
 def can_fork() -> bool:
     """Whether a second core and `os.fork` are there to read a tail in parallel."""
-    return hasattr(os, "fork") and len(os.sched_getaffinity(0)) >= 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return hasattr(os, "fork") and cores >= 2
 
 
 def line_start_after(raw: IO[bytes], near: int) -> int:
