@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kusto_oracle import KqlOracle, OracleUnavailable
+from threatfox_server import FAMILIES, FakeThreatFox, sample_records
 
 # ---------------------------------------------------------------------------------------------
 # KQL oracle (tests/kusto_oracle.py): Microsoft's Kusto parser, run with node.
@@ -22,3 +23,19 @@ def kql_oracle() -> KqlOracle:
 
 
 # --- end of KQL oracle block -----------------------------------------------------------------
+
+
+# --- a fake ThreatFox on 127.0.0.1 (tests/threatfox_server.py), for the fetch and update tests ----
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    """The bundled 2022 API records of `threatfox_server.FAMILIES`, re-dated to the last hours."""
+    return sample_records(FAMILIES)
+
+
+@pytest.fixture
+def server(records: list[dict]):
+    """A fake ThreatFox serving `records`."""
+    with FakeThreatFox(records) as fake:
+        yield fake

@@ -22,21 +22,9 @@ from foxhunt.acquire import FetchRequest, RetryPolicy, retry_after
 from foxhunt.acquire import http as acquire_http
 from foxhunt.cli.app import app
 from foxhunt.feeds import read_feeds
-from threatfox_server import GOOD_KEY, FakeThreatFox, Reply, sample_records, zipped
+from threatfox_server import FAMILIES, GOOD_KEY, FakeThreatFox, Reply, zipped
 
-FAMILIES = ("win.qakbot", "win.bazarbackdoor", "elf.mozi", "win.njrat")
 runner = CliRunner()
-
-
-@pytest.fixture
-def records() -> list[dict]:
-    return sample_records(FAMILIES)
-
-
-@pytest.fixture
-def server(records: list[dict]):
-    with FakeThreatFox(records) as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)

@@ -20,23 +20,11 @@ from foxhunt.cli.app import app
 from foxhunt.hunt.packs import load_pack_iocs
 from foxhunt.normalize import defang
 from foxhunt.store import ACTIVE, REMOVED, Store, lock_path
-from threatfox_server import GOOD_KEY, FakeThreatFox, Reply, sample_records
+from threatfox_server import GOOD_KEY, FakeThreatFox, Reply
 
-FAMILIES = ("win.qakbot", "win.bazarbackdoor", "elf.mozi", "win.njrat")
 SLUGS = {"win.qakbot": "win-qakbot", "win.bazarbackdoor": "win-bazarbackdoor", "elf.mozi": "elf-mozi",
          "win.njrat": "win-njrat"}  # fmt: skip
 runner = CliRunner()
-
-
-@pytest.fixture
-def records() -> list[dict]:
-    return sample_records(FAMILIES)
-
-
-@pytest.fixture
-def server(records: list[dict]):
-    with FakeThreatFox(records) as fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)

@@ -76,6 +76,10 @@ def recent_record(record: dict, now: datetime, age: timedelta) -> dict:
     return {**record, "first_seen": stamp, "last_seen": stamp}
 
 
+FAMILIES = ("win.qakbot", "win.bazarbackdoor", "elf.mozi", "win.njrat")
+"""The families of the `records` fixture (conftest.py) that the fetch and update tests serve."""
+
+
 def sample_records(families: tuple[str, ...] = (), now: datetime | None = None) -> list[dict]:
     """Records of the bundled real 2022 ``get_iocs`` answer (all, or those of `families`), re-dated to
     the last hours before `now`, one hour apart, so that they are current for the expiry policy."""
