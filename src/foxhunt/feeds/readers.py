@@ -69,9 +69,8 @@ def _read_file(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Rejec
         offset = _split_offset(path) if fmt in (None, "csv") else None
         if offset is not None:
             yield from _read_csv_in_two(path, source, offset)
-            return
-        with open_text(path, source) as lines:
-            yield from _parse(lines, source, fmt)
+        else:
+            yield from _read_whole(path, source, fmt)
     except FileNotFoundError:
         raise FeedError(f"{source}: no such file") from None
     except csv.Error as exc:
@@ -242,7 +241,7 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
             raise ChildFailed("the split point is in the comment header")
         tail = ForkedCall(_tail, path, source, offset, preamble_columns(preamble))
     except (ChildFailed, OSError):  # OSError: no temporary file, no process to be had
-        yield from _read_whole_csv(path, source)
+        yield from _read_whole(path, source, "csv")
         return
     with tail:
         with path.open("rb") as raw:
@@ -262,7 +261,7 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
                     numbered, on_boundary = stop.value
                     break
         if not on_boundary:
-            yield from _read_whole_csv(path, source)
+            yield from _read_whole(path, source, "csv")
             return
         yield from head
         del head
@@ -277,9 +276,10 @@ def _read_csv_in_two(path: Path, source: str, offset: int) -> Iterator[Ioc | Rej
             yield replace(row, record=row.record + numbered)
 
 
-def _read_whole_csv(path: Path, source: str) -> Iterator[Ioc | Reject]:
+def _read_whole(path: Path, source: str, fmt: str | None) -> Iterator[Ioc | Reject]:
+    """The file in one pass, in this process."""
     with open_text(path, source) as lines:
-        yield from _parse(lines, source, "csv")
+        yield from _parse(lines, source, fmt)
 
 
 def _tail(path: Path, source: str, offset: int, columns: tuple[str, ...]) -> list[tuple | Reject]:
